@@ -1,0 +1,53 @@
+# The two commands: `make train` and `make test`. Everything runs in .venv, made on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-installs only when pyproject.toml changes.
+STAMP := $(VENV)/.installed-stamp
+
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install train eval test test-slow test-gpu lint format benchmark clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all]'
+	touch $(STAMP)
+
+## make train ARGS="model=bilstm trainer.max_epochs=20"
+train: install
+	$(BIN)/python scripts/train.py $(ARGS)
+
+## make eval ARGS="ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt"
+eval: install
+	$(BIN)/python scripts/eval.py $(ARGS)
+
+## The default suite: fast, in-process, no GPU, no network.
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Long training runs (results, fault injection).
+test-slow: install
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+## CUDA tests (skipped without a GPU).
+test-gpu: install
+	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+format: install
+	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts
+
+benchmark: install
+	$(BIN)/python scripts/benchmark.py $(ARGS)
+
+clean:
+	rm -rf logs .pytest_cache .hypothesis .ruff_cache .mypy_cache

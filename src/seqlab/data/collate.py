@@ -1,0 +1,43 @@
+"""Turn a list of variable-length sequences into one padded batch with lengths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+
+Batch = dict[str, Tensor]
+
+
+def pad_collate(samples: Sequence[tuple[Tensor, Tensor]], pad_targets: bool = False) -> Batch:
+    """Pad a list of ``(x (T_i, C), y)`` samples into a batch.
+
+    Returns ``{"x": (B, T_max, C), "lengths": (B,) int64, "y": (B, ...)}``. Padding is zeros;
+    the model uses ``lengths`` so padded steps never enter the recurrence. With
+    ``pad_targets`` each ``y`` is a per-step target ``(T_i, ...)`` padded the same way
+    (``y: (B, T_max, ...)``); otherwise targets are stacked.
+    """
+    xs = [x for x, _ in samples]
+    ys = [y for _, y in samples]
+    lengths = torch.tensor([x.shape[0] for x in xs], dtype=torch.long)
+    x = pad_sequence(xs, batch_first=True)
+    y = pad_sequence(ys, batch_first=True) if pad_targets else torch.stack(ys)
+    return {"x": x, "lengths": lengths, "y": y}
+
+
+class SequenceDataset(torch.utils.data.Dataset):
+    """In-memory list of ``(x (T_i, C), y)`` pairs."""
+
+    def __init__(self, inputs: Sequence[Tensor], targets: Sequence[Tensor] | Tensor) -> None:
+        if len(inputs) != len(targets):
+            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
+        self.inputs = list(inputs)
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.inputs[index], self.targets[index]

@@ -1,0 +1,239 @@
+"""UCR/UEA time-series classification sets: the ones aeon ships, or your own `.ts` files."""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from seqlab.data.collate import SequenceDataset, pad_collate
+
+log = logging.getLogger(__name__)
+
+
+def bundled_data_dir() -> Path:
+    """The folder inside the installed `aeon` package that holds its bundled `.ts` sets."""
+    try:
+        return Path(str(importlib.resources.files("aeon.datasets") / "data"))
+    except ModuleNotFoundError as err:  # aeon is the optional `data` extra
+        raise ModuleNotFoundError(
+            "UCR/UEA data sets need the `aeon` package: pip install 'seqlab[data]'"
+        ) from err
+
+
+def _split_files(folder: Path, name: str) -> tuple[Path, Path] | None:
+    for base in (folder / name, folder):
+        train, test = base / f"{name}_TRAIN.ts", base / f"{name}_TEST.ts"
+        if train.is_file() and test.is_file():
+            return train, test
+    return None
+
+
+def available_datasets(data_dir: str | Path | None = None) -> list[str]:
+    """Names loadable offline: your files in ``data_dir`` and the classification sets aeon ships."""
+    names: set[str] = set()
+    folders = [Path(data_dir)] if data_dir is not None and Path(data_dir).is_dir() else []
+    folders.append(bundled_data_dir())
+    for folder in folders:
+        for train in folder.glob("**/*_TRAIN.ts"):
+            name = train.name[: -len("_TRAIN.ts")]
+            if train.with_name(f"{name}_TEST.ts").is_file() and _is_classification(train):
+                names.add(name)
+    return sorted(names)
+
+
+def _is_classification(path: Path) -> bool:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.lower().startswith("@classlabel"):
+                return line.split()[1].lower() == "true"
+            if line.lower().startswith("@data"):
+                break
+    return False
+
+
+def find_dataset(name: str, data_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """The ``(train, test)`` `.ts` files of ``name``; your ``data_dir`` wins over aeon's copy."""
+    folders = [Path(data_dir)] if data_dir is not None else []
+    folders.append(bundled_data_dir())
+    for folder in folders:
+        found = _split_files(folder, name)
+        if found is not None:
+            return found
+    raise ValueError(
+        f"data.name={name!r}: no such UCR/UEA data set in {data_dir} or in aeon's bundled sets. "
+        f"Available: {', '.join(available_datasets(data_dir))}. For your own data put "
+        f"{name}_TRAIN.ts and {name}_TEST.ts in {data_dir}/ or {data_dir}/{name}/."
+    )
+
+
+def load_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Read a `.ts` file into a list of ``(T_i, C)`` float32 arrays and an array of labels."""
+    from aeon.datasets import load_from_ts_file
+
+    try:
+        X, y = load_from_ts_file(str(path))
+    except Exception as err:  # aeon raises many types for malformed files
+        raise ValueError(f"{path}: not a readable .ts file: {err}") from err
+    series = [np.asarray(x, dtype=np.float32).T for x in X]  # aeon gives (C, T)
+    for i, x in enumerate(series):
+        if x.shape[0] == 0:
+            raise ValueError(f"{path}: sample {i} is empty")
+        if not np.isfinite(x).all():
+            raise ValueError(
+                f"{path}: sample {i} has NaN or inf values (missing values are not supported)"
+            )
+    channels = {x.shape[1] for x in series}
+    if len(channels) != 1:
+        raise ValueError(f"{path}: samples have different channel counts {sorted(channels)}")
+    return series, np.asarray(y)
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(keep, held_out)``: ``fraction`` of each class held out, at least one where a
+    class has two or more samples."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        n_held = round(fraction * len(idx))
+        if fraction > 0 and len(idx) >= 2:
+            n_held = min(max(n_held, 1), len(idx) - 1)
+        held.append(idx[:n_held])
+        keep.append(idx[n_held:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+class UCRDataModule(L.LightningDataModule):
+    """A UCR/UEA classification set with its published train/test split.
+
+    Batches are ``{"x": (B, T_max, C), "lengths": (B,), "y": (B,)}``; validation is carved from
+    the training split (seeded, stratified) and per-channel normalisation is fitted on the
+    training split only.
+    """
+
+    task = "classification"
+
+    def __init__(
+        self,
+        name: str = "JapaneseVowels",
+        data_dir: str | Path | None = "data",
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        normalize: bool = True,
+        batch_size: int = 32,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size}: must be a positive integer")
+        self.save_hyperparameters(logger=False)
+        self.name = name
+        self.data_dir = data_dir
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.datasets: dict[str, SequenceDataset] = {}
+        self.class_names: list[str] = []
+        self.mean: Tensor | None = None
+        self.std: Tensor | None = None
+
+    @property
+    def input_size(self) -> int:
+        self._require_setup()
+        return int(self.datasets["train"].inputs[0].shape[-1])
+
+    @property
+    def num_classes(self) -> int:
+        self._require_setup()
+        return len(self.class_names)
+
+    def model_kwargs(self) -> dict[str, int]:
+        """What the task module needs to know about the data."""
+        return {"input_size": self.input_size, "num_classes": self.num_classes}
+
+    def _require_setup(self) -> None:
+        if not self.datasets:
+            raise RuntimeError("call setup() before asking the data module for sizes")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:  # idempotent: train() sets up early to size the model
+            return
+        train_file, test_file = find_dataset(self.name, self.data_dir)
+        train_x, train_y = load_ts(train_file)
+        test_x, test_y = load_ts(test_file)
+        if train_x[0].shape[1] != test_x[0].shape[1]:
+            raise ValueError(
+                f"{test_file}: {test_x[0].shape[1]} channels, but the training file has "
+                f"{train_x[0].shape[1]}"
+            )
+        self.class_names = [str(c) for c in np.unique(train_y)]
+        unknown = sorted(set(map(str, test_y)) - set(self.class_names))
+        if unknown:
+            raise ValueError(f"{test_file}: class labels {unknown} never occur in {train_file}")
+        index = {c: i for i, c in enumerate(self.class_names)}
+        train_t = torch.tensor([index[str(c)] for c in train_y])
+        test_t = torch.tensor([index[str(c)] for c in test_y])
+
+        fit_idx, val_idx = stratified_split(train_y, self.val_fraction, self.split_seed)
+        fit_x = [torch.from_numpy(train_x[i]) for i in fit_idx]
+        if self.normalize:
+            steps = torch.cat(fit_x)  # only real steps of the training split
+            self.mean = steps.mean(0)
+            self.std = steps.std(0).clamp_min(1e-6)
+        scale = self._normalize
+        self.datasets = {
+            "train": SequenceDataset([scale(x) for x in fit_x], train_t[fit_idx]),
+            "val": SequenceDataset(
+                [scale(torch.from_numpy(train_x[i])) for i in val_idx], train_t[val_idx]
+            ),
+            "test": SequenceDataset([scale(torch.from_numpy(x)) for x in test_x], test_t),
+        }
+        lengths = [x.shape[0] for x in train_x + test_x]
+        log.info(
+            "%s: %d train / %d val / %d test, %d channels, %d classes, lengths %d-%d",
+            self.name,
+            len(fit_idx),
+            len(val_idx),
+            len(test_x),
+            self.input_size,
+            self.num_classes,
+            min(lengths),
+            max(lengths),
+        )
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        if self.mean is None or self.std is None:
+            return x
+        return (x - self.mean) / self.std
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=pad_collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

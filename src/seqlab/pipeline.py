@@ -1,0 +1,81 @@
+"""The steps train and evaluate share: data, model, trainer, test and report."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from seqlab.tasks import TASKS, SequenceTask
+from seqlab.utils.loggers import instantiate_callbacks, instantiate_loggers
+from seqlab.utils.reporting import print_metrics, save_metrics
+
+log = logging.getLogger(__name__)
+
+# Our data sets are small and in memory: worker processes would cost more than they save.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """Instantiate and set up the data module, so the model can be sized from it."""
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def task_class(datamodule: L.LightningDataModule) -> type[SequenceTask]:
+    task = getattr(datamodule, "task", None)
+    if task not in TASKS:
+        raise ValueError(
+            f"data: {type(datamodule).__name__}.task={task!r}; known tasks: {', '.join(TASKS)}"
+        )
+    return TASKS[task]
+
+
+def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> SequenceTask:
+    """The task module the data asks for, sized by the data (input size, classes, ...)."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(model_cfg, dict)
+    return task_class(datamodule)(**model_cfg, **datamodule.model_kwargs())  # type: ignore[attr-defined]
+
+
+def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> tuple[L.Trainer, list[Logger]]:
+    loggers = instantiate_loggers(cfg.get("logger"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"), bool(loggers)) if with_callbacks else []
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    return trainer, loggers
+
+
+def test_and_report(
+    trainer: L.Trainer,
+    model: SequenceTask,
+    datamodule: L.LightningDataModule,
+    ckpt_path: str | None,
+    run_dir: str | Path,
+) -> dict[str, float]:
+    """Run the test stage, then write ``metrics.json`` in the run folder and print a table."""
+    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    metrics = {
+        key: float(value)
+        for key, value in trainer.callback_metrics.items()
+        if key.startswith("test/")
+    }
+    if trainer.is_global_zero:
+        path = save_metrics(metrics, run_dir)
+        print_metrics(metrics, title=f"test metrics ({path})")
+    return metrics
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    return container  # type: ignore[return-value]

@@ -1,0 +1,49 @@
+"""Train a model from a Hydra config: ``python scripts/train.py model=bilstm``."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+from omegaconf import DictConfig
+
+from seqlab.pipeline import build_datamodule, build_model, build_trainer, test_and_report
+from seqlab.utils.loggers import finish_loggers
+from seqlab.utils.reporting import print_config_tree
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint; returns the test metrics (also in metrics.json).
+
+    The dict also holds ``<monitor>_best``, the best value of the checkpoint's monitored
+    validation metric, for hyperparameter sweeps.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    trainer, loggers = build_trainer(cfg)
+    try:
+        if cfg.get("train", True):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics: dict[str, float] = {}
+        checkpoint = trainer.checkpoint_callback
+        if cfg.get("test", True):
+            best = getattr(checkpoint, "best_model_path", "") or None
+            if best is None:
+                log.warning("no best checkpoint (no checkpoint callback?): testing final weights")
+            metrics = test_and_report(trainer, model, datamodule, best, cfg.paths.output_dir)
+        score = getattr(checkpoint, "best_model_score", None)
+        if score is not None:
+            metrics[f"{checkpoint.monitor}_best"] = float(score)  # type: ignore[union-attr]
+        return metrics
+    finally:
+        finish_loggers(loggers)
+
+
+def main(cfg: DictConfig) -> float | None:
+    """The Hydra entry point's body: show the config, train, return the optimised metric."""
+    print_config_tree(cfg, save_dir=cfg.paths.output_dir)
+    metrics = train(cfg)
+    return metrics.get(f"{cfg.get('optimized_metric')}_best", metrics.get(cfg.get("optimized_metric")))
