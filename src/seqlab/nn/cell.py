@@ -1,0 +1,49 @@
+"""The seed notebook's LSTM cell, written out gate by gate."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LSTMCell(nn.LSTMCell):
+    """One LSTM step; parameters, init and state dicts are `torch.nn.LSTMCell`'s.
+
+    input (B, D) or (D,), hx ((B, H), (B, H)) or None -> (h (B, H), c (B, H))
+
+        f = sigmoid(W_if x + b_if + W_hf h + b_hf)     forget gate
+        i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)     input gate
+        g = tanh(W_ig x + b_ig + W_hg h + b_hg)        cell gate (candidate)
+        o = sigmoid(W_io x + b_io + W_ho h + b_ho)     output gate
+        c' = f * c + i * g
+        h' = o * tanh(c')
+
+    The weight rows are stacked in torch's order i, f, g, o.
+    """
+
+    def forward(
+        self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        if input.dim() not in (1, 2):
+            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        batched = input.dim() == 2
+        if not batched:
+            input = input.unsqueeze(0)
+        if hx is None:
+            zeros = input.new_zeros(input.size(0), self.hidden_size)
+            h, c = zeros, zeros
+        else:
+            h, c = (hx[0], hx[1]) if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+
+        gates = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(
+            h, self.weight_hh, self.bias_hh
+        )
+        i, f, g, o = gates.chunk(4, dim=-1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+
+        if not batched:
+            h, c = h.squeeze(0), c.squeeze(0)
+        return h, c

@@ -1,0 +1,99 @@
+"""`LSTMEncoder`: the sequence encoder the Lightning tasks build on."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from seqlab.nn.init_state import InitialState
+from seqlab.nn.lstm import LSTM
+from seqlab.nn.masking import LengthsLike
+from seqlab.nn.pooling import Pooling
+
+
+class EncoderOutput(NamedTuple):
+    features: Tensor | None  # (B, output_size) pooled, None for many-to-many (pooling=None)
+    outputs: Tensor  # (B, T, output_size), zeros at padded steps
+    state: tuple[Tensor, Tensor]  # h_n (L * dirs, B, Hp), c_n (L * dirs, B, H)
+
+
+class LSTMEncoder(nn.Module):
+    """(B, T, D) padded batch, (B,) lengths -> EncoderOutput. Always batch-first.
+
+    output_size = (proj_size or hidden_size) * (2 if bidirectional else 1).
+    `dropout` sits between LSTM layers (ignored with one layer); `input_dropout` on the inputs.
+    `pooling=None` (or "none") skips pooling for many-to-many tasks; `features` is then None.
+    The remaining options are `seqlab.nn.LSTM`'s and `seqlab.nn.InitialState`'s.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 2,
+        *,
+        bidirectional: bool = False,
+        dropout: float = 0.4,
+        impl: str = "auto",
+        init_state: str = "zeros",
+        noise_std: float = 0.1,
+        pooling: str | None = "last",
+        proj_size: int = 0,
+        layer_norm: bool = False,
+        recurrent_dropout: float = 0.0,
+        forget_bias: float | None = None,
+        orthogonal_init: bool = False,
+        input_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.input_dropout = nn.Dropout(input_dropout)
+        self.lstm = LSTM(
+            input_size,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+            proj_size=proj_size,
+            impl=impl,
+            layer_norm=layer_norm,
+            recurrent_dropout=recurrent_dropout,
+            forget_bias=forget_bias,
+            orthogonal_init=orthogonal_init,
+        )
+        self.init_state = InitialState(
+            num_layers,
+            hidden_size,
+            bidirectional=bidirectional,
+            proj_size=proj_size,
+            kind=init_state,
+            noise_std=noise_std,
+        )
+        self.output_size = self.lstm.output_size
+        self.pooling = (
+            None
+            if pooling in (None, "none")
+            else Pooling(pooling, self.output_size, bidirectional=bidirectional)
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        lengths: LengthsLike | None = None,
+        state: tuple[Tensor, Tensor] | None = None,
+    ) -> EncoderOutput:
+        hx = self.init_state(x.size(0), device=x.device, dtype=x.dtype, state=state)
+        outputs, final_state = self.lstm(self.input_dropout(x), hx, lengths=lengths)
+        features = None
+        if self.pooling is not None:
+            pool_lengths = None if lengths is None else self._lengths_tensor(lengths, outputs)
+            features = self.pooling(outputs, pool_lengths)
+        return EncoderOutput(features, outputs, final_state)
+
+    @staticmethod
+    def _lengths_tensor(lengths: LengthsLike, like: Tensor) -> Tensor:
+        if isinstance(lengths, Tensor):
+            return lengths.to(like.device)
+        return like.new_tensor(list(lengths), dtype=torch.long)

@@ -1,0 +1,460 @@
+"""`seqlab.nn.LSTM`: a drop-in `torch.nn.LSTM` with a readable loop implementation and `lengths=`.
+
+The class subclasses `torch.nn.LSTM`, so parameter names (`weight_ih_l0`, `bias_hh_l1_reverse`,
+`weight_hr_l0`), flat-weight / cuDNN handling and state dicts are torch's own.
+
+`impl="fused"` runs torch's kernel (cuDNN, oneDNN or ATen). `impl="loop"` runs
+`seqlab.nn.recurrence`: one matrix product for the input projection of every step, then a time loop
+doing only `h @ W_hh^T` and the gate arithmetic, with a hand-written backward. The loop is where
+the research options live (layer norm, recurrent dropout, forget-gate bias).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn import init
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from seqlab.nn.masking import LengthsLike, as_lengths
+from seqlab.nn.recurrence import layer_norm_recurrence, lstm_recurrence
+
+IMPLS = ("auto", "fused", "loop")
+State = tuple[Tensor, Tensor]
+
+
+def _loop_only_options(
+    layer_norm: bool, recurrent_dropout: float, forget_bias: float | None
+) -> list[str]:
+    """Names of the requested options that only the loop implementation supports."""
+    requested = []
+    if layer_norm:
+        requested.append("layer_norm=True")
+    if recurrent_dropout > 0:
+        requested.append(f"recurrent_dropout={recurrent_dropout}")
+    if forget_bias is not None:
+        requested.append(f"forget_bias={forget_bias}")
+    return requested
+
+
+def resolve_impl(impl: str, loop_only: list[str]) -> str:
+    """Map "auto" to "fused" or "loop" and reject options the chosen implementation lacks."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl={impl!r} is not one of {', '.join(map(repr, IMPLS))}")
+    if impl == "fused" and loop_only:
+        raise ValueError(
+            f"{', '.join(loop_only)} is only supported by the loop implementation; "
+            'use impl="loop" (or impl="auto")'
+        )
+    if impl == "auto":
+        return "loop" if loop_only else "fused"
+    return impl
+
+
+def reverse_time(x: Tensor, reverse_index: Tensor | None) -> Tensor:
+    """(T, B, ...) -> (T, B, ...) with each sequence reversed within its own length.
+
+    `reverse_index` (T, B) comes from `_reverse_index`; None means every sequence spans all T.
+    Padded steps stay where they are, so the reversed sequence starts at its own last real step.
+    """
+    if reverse_index is None:
+        return x.flip(0)
+    index = reverse_index.view(*reverse_index.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(0, index)
+
+
+def _reverse_index(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
+    """(B,) lengths -> (T, B) time index that reverses each sequence's real steps in place."""
+    lengths = lengths.to(device)
+    t = torch.arange(steps, device=device).unsqueeze(1)
+    return torch.where(t < lengths, lengths - 1 - t, t)
+
+
+class LSTM(nn.LSTM):
+    """`torch.nn.LSTM` plus a loop implementation, padded-batch `lengths` and init options.
+
+    Shapes (L layers, dirs = 2 if bidirectional else 1, Hp = proj_size or hidden_size;
+    swap T and B when batch_first=True):
+
+        input (T, B, D), (T, D) or PackedSequence, hx ((L * dirs, B, Hp), (L * dirs, B, H))
+        -> output (T, B, dirs * Hp), (h_n (L * dirs, B, Hp), c_n (L * dirs, B, H))
+
+    Keyword-only options:
+        impl: "fused" (torch's kernel), "loop" (seqlab's), or "auto" (fused unless a loop-only
+            option is set).
+        layer_norm: LayerNorm on the input and recurrent gate pre-activations and on the cell
+            before its tanh (Ba et al., 2016). Loop only; adds `layer_norm_{ih,hh,cell}_l{k}`
+            parameters, and uses a slower plain-autograd loop.
+        recurrent_dropout: variational dropout (Gal & Ghahramani, 2016) on the h that feeds
+            `h @ W_hh^T`: one mask per sequence, the same at every step, training only. Loop only.
+        forget_bias: initial forget-gate bias. Set on the forget slice of `bias_ih`, with the
+            forget slice of `bias_hh` zeroed, so their sum is `forget_bias`. Loop only.
+        orthogonal_init: orthogonal init of each gate's block of `weight_hh` (both impls).
+
+    `forward(input, hx=None, *, lengths=None)`: `lengths` (B,) marks a padded batch. Padding then
+    never influences a real step in either direction, h_n / c_n are each sequence's state at its
+    last real step, and outputs at padded steps are zero.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        impl: str = "auto",
+        layer_norm: bool = False,
+        recurrent_dropout: float = 0.0,
+        forget_bias: float | None = None,
+        orthogonal_init: bool = False,
+    ) -> None:
+        resolved_impl = resolve_impl(
+            impl, _loop_only_options(layer_norm, recurrent_dropout, forget_bias)
+        )
+        if not 0.0 <= recurrent_dropout < 1.0:
+            raise ValueError(f"recurrent_dropout must be in [0, 1), got {recurrent_dropout}")
+        if forget_bias is not None and not bias:
+            raise ValueError("forget_bias needs bias=True: there is no bias to set")
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device=device,
+            dtype=dtype,
+        )
+        self.impl = resolved_impl
+        self.layer_norm = layer_norm
+        self.recurrent_dropout = float(recurrent_dropout)
+        self.forget_bias = forget_bias
+        self.orthogonal_init = orthogonal_init
+        if layer_norm:
+            factory = {"device": device, "dtype": dtype}
+            for layer in range(num_layers):
+                for suffix in self._direction_suffixes():
+                    name = f"l{layer}{suffix}"
+                    setattr(self, f"layer_norm_ih_{name}", nn.LayerNorm(4 * hidden_size, **factory))
+                    setattr(self, f"layer_norm_hh_{name}", nn.LayerNorm(4 * hidden_size, **factory))
+                    setattr(self, f"layer_norm_cell_{name}", nn.LayerNorm(hidden_size, **factory))
+        # torch's uniform init already ran inside nn.LSTM.__init__ (consuming the RNG exactly as
+        # torch.nn.LSTM does, so equal seeds give equal weights); add our options on top.
+        self._apply_init_options()
+
+    def _direction_suffixes(self) -> tuple[str, ...]:
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Feature size of `output`: (proj_size or hidden_size) * num_directions."""
+        return (self.proj_size or self.hidden_size) * self.num_directions
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for name in self._flat_weights_names:
+            init.uniform_(getattr(self, name), -bound, bound)
+        if "orthogonal_init" not in self.__dict__:
+            return  # called by nn.LSTM.__init__, before our options and LayerNorms exist
+        for module in self.children():
+            if isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+        self._apply_init_options()
+
+    @torch.no_grad()
+    def _apply_init_options(self) -> None:
+        hidden = self.hidden_size
+        for layer in range(self.num_layers):
+            for suffix in self._direction_suffixes():
+                if self.orthogonal_init:
+                    for gate_block in getattr(self, f"weight_hh_l{layer}{suffix}").chunk(4, dim=0):
+                        init.orthogonal_(gate_block)
+                if self.forget_bias is not None:
+                    # Gate order is i, f, g, o: the forget gate is the second block.
+                    getattr(self, f"bias_ih_l{layer}{suffix}")[hidden : 2 * hidden] = (
+                        self.forget_bias
+                    )
+                    getattr(self, f"bias_hh_l{layer}{suffix}")[hidden : 2 * hidden] = 0.0
+
+    def extra_repr(self) -> str:
+        options = [super().extra_repr(), f"impl={self.impl!r}"]
+        if self.layer_norm:
+            options.append("layer_norm=True")
+        if self.recurrent_dropout:
+            options.append(f"recurrent_dropout={self.recurrent_dropout}")
+        if self.forget_bias is not None:
+            options.append(f"forget_bias={self.forget_bias}")
+        if self.orthogonal_init:
+            options.append("orthogonal_init=True")
+        return ", ".join(options)
+
+    # ----------------------------------------------------------------------------------- forward
+
+    def forward(  # type: ignore[override]
+        self,
+        input: Tensor | PackedSequence,
+        hx: State | None = None,
+        *,
+        lengths: LengthsLike | None = None,
+    ) -> tuple[Tensor | PackedSequence, State]:
+        if lengths is not None and isinstance(input, PackedSequence):
+            raise ValueError(
+                "lengths cannot be combined with a PackedSequence, which carries its own lengths"
+            )
+        if lengths is not None and input.dim() != 3:
+            raise ValueError(
+                f"lengths needs a batched 3-D input, got a {input.dim()}-D input; "
+                "drop lengths for a single unbatched sequence"
+            )
+        self._update_flat_weights()
+        if self.impl == "fused":
+            if lengths is None:
+                return super().forward(input, hx)
+            return self._fused_padded(input, hx, lengths)
+        if isinstance(input, PackedSequence):
+            return self._loop_packed(input, hx)
+        return self._loop_padded(input, hx, lengths)
+
+    def _fused_padded(
+        self, input: Tensor, hx: State | None, lengths: LengthsLike
+    ) -> tuple[Tensor, State]:
+        time_dim, batch_dim = (1, 0) if self.batch_first else (0, 1)
+        lengths = as_lengths(lengths, input.size(batch_dim), input.size(time_dim))
+        if hx is not None:
+            # torch skips hidden-state checks for packed input; check here to fail readably.
+            self.check_forward_args(input, hx, None)
+        packed = pack_padded_sequence(
+            input, lengths, batch_first=self.batch_first, enforce_sorted=False
+        )
+        packed_output, state = super().forward(packed, hx)
+        output, _ = pad_packed_sequence(
+            packed_output, batch_first=self.batch_first, total_length=input.size(time_dim)
+        )
+        return output, state
+
+    def _zero_state(self, batch: int, like: Tensor) -> State:
+        layers = self.num_layers * self.num_directions
+        h0 = like.new_zeros(layers, batch, self.proj_size or self.hidden_size)
+        c0 = like.new_zeros(layers, batch, self.hidden_size)
+        return h0, c0
+
+    def _loop_padded(
+        self, input: Tensor, hx: State | None, lengths: LengthsLike | None
+    ) -> tuple[Tensor, State]:
+        if input.dim() not in (2, 3):
+            raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        batched = input.dim() == 3
+        time_dim, batch_dim = (1, 0) if self.batch_first else (0, 1)
+        if not batched:
+            input = input.unsqueeze(batch_dim)
+            if hx is not None:
+                if hx[0].dim() != 2 or hx[1].dim() != 2:
+                    raise RuntimeError(
+                        "For unbatched 2-D input, hx and cx should also be 2-D but got "
+                        f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                    )
+                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        steps, batch = input.size(time_dim), input.size(batch_dim)
+        if hx is None:
+            self.check_input(input, None)
+            hx = self._zero_state(batch, input)
+        else:
+            if batched and (hx[0].dim() != 3 or hx[1].dim() != 3):
+                raise RuntimeError(
+                    "For batched 3-D input, hx and cx should also be 3-D but got "
+                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                )
+            self.check_forward_args(input, hx, None)
+        x = input.transpose(0, 1) if self.batch_first else input
+
+        if lengths is None:
+            output, state = self._run_layers(x, hx, None)
+        else:
+            lengths = as_lengths(lengths, batch, steps)
+            # Longest first, so the real rows at every step are a prefix of the batch.
+            sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
+            order = order.to(x.device)
+            x = x.index_select(1, order)
+            output, state = self._run_layers(x, self.permute_hidden(hx, order), sorted_lengths)
+            restore = torch.argsort(order)
+            output = output.index_select(1, restore)
+            state = self.permute_hidden(state, restore)
+
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not batched:
+            output = output.squeeze(batch_dim)
+            state = (state[0].squeeze(1), state[1].squeeze(1))
+        return output, state
+
+    def _loop_packed(self, input: PackedSequence, hx: State | None) -> tuple[PackedSequence, State]:
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        self.check_input(data, batch_sizes)
+        # Unpack without the indices: rows stay sorted longest-first, as the loop wants them.
+        x, sorted_lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
+        batch = x.size(1)
+        if hx is None:
+            hx = self._zero_state(batch, data)
+        else:
+            self.check_hidden_size(
+                hx[0],
+                self.get_expected_hidden_size(data, batch_sizes),
+                "Expected hidden[0] size {}, got {}",
+            )
+            self.check_hidden_size(
+                hx[1],
+                self.get_expected_cell_size(data, batch_sizes),
+                "Expected hidden[1] size {}, got {}",
+            )
+            hx = self.permute_hidden(hx, sorted_indices)
+        output, state = self._run_layers(x, hx, sorted_lengths)
+        packed = pack_padded_sequence(output, sorted_lengths, enforce_sorted=True)
+        return (
+            PackedSequence(packed.data, batch_sizes, sorted_indices, unsorted_indices),
+            self.permute_hidden(state, unsorted_indices),
+        )
+
+    def _run_layers(
+        self, x: Tensor, hx: State, sorted_lengths: Tensor | None
+    ) -> tuple[Tensor, State]:
+        """(T, B, D) sorted longest-first -> (T, B, dirs * Hp), ((L * dirs, B, Hp), (L * dirs, B, H))."""
+        steps = x.size(0)
+        batch_sizes = reverse_index = None
+        if sorted_lengths is not None and int(sorted_lengths[-1]) < steps:
+            t = torch.arange(steps).unsqueeze(1)
+            batch_sizes = (sorted_lengths.unsqueeze(0) > t).sum(1).tolist()
+            if self.bidirectional:
+                reverse_index = _reverse_index(sorted_lengths, steps, x.device)
+        dirs = self.num_directions
+        h_n, c_n = [], []
+        layer_input = x
+        for layer in range(self.num_layers):
+            first, last = layer * dirs, (layer + 1) * dirs
+            run_layer = self._layer_norm_layer if self.layer_norm else self._fast_layer
+            layer_output, h, c = run_layer(
+                layer_input, layer, hx[0][first:last], hx[1][first:last], batch_sizes, reverse_index
+            )
+            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
+                layer_output = F.dropout(layer_output, self.dropout, training=True)
+            layer_input = layer_output
+            h_n.append(h)
+            c_n.append(c)
+        return layer_input, (torch.cat(h_n), torch.cat(c_n))
+
+    def _weights(self, name: str, layer: int) -> list[Tensor]:
+        """One parameter for every direction of `layer`, e.g. [weight_hh_l1, weight_hh_l1_reverse]."""
+        return [getattr(self, f"{name}_l{layer}{suffix}") for suffix in self._direction_suffixes()]
+
+    def _gate_biases(self, layer: int) -> list[Tensor] | list[None]:
+        """b_ih + b_hh per direction: both biases are folded into the input projection."""
+        if not self.bias:
+            return [None] * self.num_directions
+        return [
+            b_ih + b_hh
+            for b_ih, b_hh in zip(
+                self._weights("bias_ih", layer), self._weights("bias_hh", layer), strict=True
+            )
+        ]
+
+    def _recurrent_mask(self, batch: int, like: Tensor) -> Tensor | None:
+        """(dirs, B, Hp) variational dropout mask, fixed over time, or None outside training."""
+        if not (self.training and self.recurrent_dropout > 0):
+            return None
+        keep = 1.0 - self.recurrent_dropout
+        shape = (self.num_directions, batch, self.proj_size or self.hidden_size)
+        return like.new_empty(shape).bernoulli_(keep).div_(keep)
+
+    def _fast_layer(
+        self,
+        x: Tensor,
+        layer: int,
+        h0: Tensor,
+        c0: Tensor,
+        batch_sizes: list[int] | None,
+        reverse_index: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(T, B, D) -> (T, B, dirs * Hp), h_n (dirs, B, Hp), c_n (dirs, B, H)."""
+        steps, batch, features = x.shape
+        w_ih = torch.stack(self._weights("weight_ih", layer))
+        biases = self._gate_biases(layer)
+        if self.bidirectional:
+            # Both directions' input projections in one batched product; the reverse direction
+            # reads its input reversed in time so both can step forward together.
+            x_dirs = torch.stack([x, reverse_time(x, reverse_index)]).reshape(
+                2, steps * batch, features
+            )
+        else:
+            x_dirs = x.reshape(1, steps * batch, features)
+        if biases[0] is None:
+            xw = torch.bmm(x_dirs, w_ih.transpose(1, 2))
+        else:
+            xw = torch.baddbmm(torch.stack(biases).unsqueeze(1), x_dirs, w_ih.transpose(1, 2))
+        xw = xw.view(self.num_directions, steps, batch, -1).transpose(0, 1)
+
+        w_hr = torch.stack(self._weights("weight_hr", layer)) if self.proj_size else None
+        outputs, h_n, c_n = lstm_recurrence(
+            xw,
+            torch.stack(self._weights("weight_hh", layer)),
+            h0,
+            c0,
+            w_hr=w_hr,
+            recurrent_mask=self._recurrent_mask(batch, x),
+            batch_sizes=batch_sizes,
+        )
+        if not self.bidirectional:
+            return outputs[:, 0], h_n, c_n
+        backward = reverse_time(outputs[:, 1], reverse_index)
+        return torch.cat([outputs[:, 0], backward], dim=-1), h_n, c_n
+
+    def _layer_norm_layer(
+        self,
+        x: Tensor,
+        layer: int,
+        h0: Tensor,
+        c0: Tensor,
+        batch_sizes: list[int] | None,
+        reverse_index: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Same contract as `_fast_layer`, one direction after the other, plain autograd."""
+        recurrent_mask = self._recurrent_mask(x.size(1), x)
+        biases = self._gate_biases(layer)
+        outputs, h_n, c_n = [], [], []
+        for direction, suffix in enumerate(self._direction_suffixes()):
+            name = f"l{layer}{suffix}"
+            x_dir = x if direction == 0 else reverse_time(x, reverse_index)
+            xw = getattr(self, f"layer_norm_ih_{name}")(
+                x_dir @ getattr(self, f"weight_ih_{name}").T
+            )
+            if biases[direction] is not None:
+                xw = xw + biases[direction]
+            output, h, c = layer_norm_recurrence(
+                xw,
+                getattr(self, f"weight_hh_{name}"),
+                h0[direction],
+                c0[direction],
+                getattr(self, f"layer_norm_hh_{name}"),
+                getattr(self, f"layer_norm_cell_{name}"),
+                w_hr=getattr(self, f"weight_hr_{name}") if self.proj_size else None,
+                recurrent_mask=recurrent_mask[direction] if recurrent_mask is not None else None,
+                batch_sizes=batch_sizes,
+            )
+            outputs.append(output if direction == 0 else reverse_time(output, reverse_index))
+            h_n.append(h)
+            c_n.append(c)
+        return torch.cat(outputs, dim=-1), torch.stack(h_n), torch.stack(c_n)
