@@ -20,7 +20,7 @@ from torch.nn import init
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seqlab.nn.masking import LengthsLike, as_lengths
-from seqlab.nn.recurrence import layer_norm_recurrence, lstm_recurrence
+from seqlab.nn.recurrence import layer_norm_recurrence, lstm_layer
 
 IMPLS = ("auto", "fused", "loop")
 State = tuple[Tensor, Tensor]
@@ -390,37 +390,29 @@ class LSTM(nn.LSTM):
         reverse_index: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """(T, B, D) -> (T, B, dirs * Hp), h_n (dirs, B, Hp), c_n (dirs, B, H)."""
-        steps, batch, features = x.shape
-        w_ih = torch.stack(self._weights("weight_ih", layer))
         biases = self._gate_biases(layer)
         if self.bidirectional:
-            # Both directions' input projections in one batched product; the reverse direction
-            # reads its input reversed in time so both can step forward together.
-            x_dirs = torch.stack([x, reverse_time(x, reverse_index)]).reshape(
-                2, steps * batch, features
-            )
+            # The reverse direction reads its input reversed in time, so both directions step
+            # forward together and share every per-step kernel launch.
+            x_dirs = torch.stack([x, reverse_time(x, reverse_index)])
         else:
-            x_dirs = x.reshape(1, steps * batch, features)
-        if biases[0] is None:
-            xw = torch.bmm(x_dirs, w_ih.transpose(1, 2))
-        else:
-            xw = torch.baddbmm(torch.stack(biases).unsqueeze(1), x_dirs, w_ih.transpose(1, 2))
-        xw = xw.view(self.num_directions, steps, batch, -1).transpose(0, 1)
-
+            x_dirs = x.unsqueeze(0)
         w_hr = torch.stack(self._weights("weight_hr", layer)) if self.proj_size else None
-        outputs, h_n, c_n = lstm_recurrence(
-            xw,
+        outputs, h_n, c_n = lstm_layer(
+            x_dirs,
+            torch.stack(self._weights("weight_ih", layer)),
+            torch.stack(biases) if biases[0] is not None else None,
             torch.stack(self._weights("weight_hh", layer)),
             h0,
             c0,
             w_hr=w_hr,
-            recurrent_mask=self._recurrent_mask(batch, x),
+            recurrent_mask=self._recurrent_mask(x.size(1), x),
             batch_sizes=batch_sizes,
         )
         if not self.bidirectional:
-            return outputs[:, 0], h_n, c_n
-        backward = reverse_time(outputs[:, 1], reverse_index)
-        return torch.cat([outputs[:, 0], backward], dim=-1), h_n, c_n
+            return outputs[0], h_n, c_n
+        backward = reverse_time(outputs[1], reverse_index)
+        return torch.cat([outputs[0], backward], dim=-1), h_n, c_n
 
     def _layer_norm_layer(
         self,
