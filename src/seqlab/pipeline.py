@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
@@ -20,6 +19,8 @@ log = logging.getLogger(__name__)
 
 # Our data sets are small and in memory: worker processes would cost more than they save.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
+# Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for users to do.
+warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
@@ -73,9 +74,3 @@ def test_and_report(
         path = save_metrics(metrics, run_dir)
         print_metrics(metrics, title=f"test metrics ({path})")
     return metrics
-
-
-def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    return container  # type: ignore[return-value]

@@ -46,4 +46,6 @@ def main(cfg: DictConfig) -> float | None:
     """The Hydra entry point's body: show the config, train, return the optimised metric."""
     print_config_tree(cfg, save_dir=cfg.paths.output_dir)
     metrics = train(cfg)
-    return metrics.get(f"{cfg.get('optimized_metric')}_best", metrics.get(cfg.get("optimized_metric")))
+    return metrics.get(
+        f"{cfg.get('optimized_metric')}_best", metrics.get(cfg.get("optimized_metric"))
+    )

@@ -24,7 +24,9 @@ def print_config_tree(cfg: DictConfig, save_dir: str | Path | None = None) -> No
     keys = [k for k in TREE_ORDER if k in cfg] + [k for k in cfg if k not in TREE_ORDER]
     for key in keys:
         value = cfg[key]
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        text = (
+            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        )
         tree.add(str(key), style="bold").add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
     if save_dir is not None:
