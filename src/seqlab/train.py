@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from pathlib import Path
 
 import lightning as L
 from omegaconf import DictConfig
 
 from seqlab.pipeline import build_datamodule, build_model, build_trainer, test_and_report
 from seqlab.utils.loggers import finish_loggers
-from seqlab.utils.reporting import print_config_tree
+from seqlab.utils.reporting import atomic_write, print_config_tree
 
 log = logging.getLogger(__name__)
 
@@ -18,15 +21,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns the test metrics (also in metrics.json).
 
     The dict also holds ``<monitor>_best``, the best value of the checkpoint's monitored
-    validation metric, for hyperparameter sweeps.
+    validation metric, for hyperparameter sweeps, and ``time/fit_seconds``, the wall time of
+    the fit (also in ``timing.json``, since metrics.json holds test metrics only).
     """
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     trainer, loggers = build_trainer(cfg)
     try:
+        fit_seconds = 0.0
         if cfg.get("train", True):
+            start = time.perf_counter()
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            fit_seconds = time.perf_counter() - start
         metrics: dict[str, float] = {}
         checkpoint = trainer.checkpoint_callback
         if cfg.get("test", True):
@@ -37,6 +44,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         score = getattr(checkpoint, "best_model_score", None)
         if score is not None:
             metrics[f"{checkpoint.monitor}_best"] = float(score)  # type: ignore[union-attr]
+        if cfg.get("train", True):
+            metrics["time/fit_seconds"] = fit_seconds
+            if trainer.is_global_zero:
+                timing = {"fit_seconds": fit_seconds}
+                atomic_write(Path(cfg.paths.output_dir) / "timing.json", json.dumps(timing) + "\n")
         return metrics
     finally:
         finish_loggers(loggers)

@@ -6,13 +6,17 @@ import importlib.resources
 import logging
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 
-from seqlab.data.collate import SequenceDataset, pad_collate
+from seqlab.data.base import (
+    ChannelNormalizer,
+    SequenceDataModule,
+    check_option,
+    stratified_split,
+)
+from seqlab.data.collate import SequenceDataset
 
 log = logging.getLogger(__name__)
 
@@ -95,24 +99,7 @@ def load_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     return series, np.asarray(y)
 
 
-def stratified_split(
-    labels: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(keep, held_out)``: ``fraction`` of each class held out, at least one where a
-    class has two or more samples."""
-    rng = np.random.default_rng(seed)
-    keep, held = [], []
-    for cls in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
-        n_held = round(fraction * len(idx))
-        if fraction > 0 and len(idx) >= 2:
-            n_held = min(max(n_held, 1), len(idx) - 1)
-        held.append(idx[:n_held])
-        keep.append(idx[n_held:])
-    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
-
-
-class UCRDataModule(L.LightningDataModule):
+class UCRDataModule(SequenceDataModule):
     """A UCR/UEA classification set with its published train/test split.
 
     Batches are ``{"x": (B, T_max, C), "lengths": (B,), "y": (B,)}``; validation is carved from
@@ -132,45 +119,32 @@ class UCRDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size={batch_size}: must be a positive integer")
+        super().__init__(batch_size, num_workers)
+        check_option("val_fraction", val_fraction, 0 <= val_fraction < 1, "must be in [0, 1)")
         self.save_hyperparameters(logger=False)
         self.name = name
         self.data_dir = data_dir
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.normalize = normalize
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.datasets: dict[str, SequenceDataset] = {}
         self.class_names: list[str] = []
-        self.mean: Tensor | None = None
-        self.std: Tensor | None = None
+        self.normalizer: ChannelNormalizer | None = None
 
     @property
     def input_size(self) -> int:
-        self._require_setup()
-        return int(self.datasets["train"].inputs[0].shape[-1])
+        self.require_setup()
+        return int(self.datasets["train"][0][0].shape[-1])
 
     @property
     def num_classes(self) -> int:
-        self._require_setup()
+        self.require_setup()
         return len(self.class_names)
 
     def model_kwargs(self) -> dict[str, int]:
         """What the task module needs to know about the data."""
         return {"input_size": self.input_size, "num_classes": self.num_classes}
 
-    def _require_setup(self) -> None:
-        if not self.datasets:
-            raise RuntimeError("call setup() before asking the data module for sizes")
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:  # idempotent: train() sets up early to size the model
-            return
+    def build_datasets(self) -> dict[str, Dataset]:
         train_file, test_file = find_dataset(self.name, self.data_dir)
         train_x, train_y = load_ts(train_file)
         test_x, test_y = load_ts(test_file)
@@ -190,11 +164,9 @@ class UCRDataModule(L.LightningDataModule):
         fit_idx, val_idx = stratified_split(train_y, self.val_fraction, self.split_seed)
         fit_x = [torch.from_numpy(train_x[i]) for i in fit_idx]
         if self.normalize:
-            steps = torch.cat(fit_x)  # only real steps of the training split
-            self.mean = steps.mean(0)
-            self.std = steps.std(0).clamp_min(1e-6)
-        scale = self._normalize
-        self.datasets = {
+            self.normalizer = ChannelNormalizer.fit(fit_x)  # only the training split's steps
+        scale = self.normalizer if self.normalizer is not None else (lambda x: x)
+        datasets: dict[str, Dataset] = {
             "train": SequenceDataset([scale(x) for x in fit_x], train_t[fit_idx]),
             "val": SequenceDataset(
                 [scale(torch.from_numpy(train_x[i])) for i in val_idx], train_t[val_idx]
@@ -208,32 +180,9 @@ class UCRDataModule(L.LightningDataModule):
             len(fit_idx),
             len(val_idx),
             len(test_x),
-            self.input_size,
-            self.num_classes,
+            train_x[0].shape[1],
+            len(self.class_names),
             min(lengths),
             max(lengths),
         )
-
-    def _normalize(self, x: Tensor) -> Tensor:
-        if self.mean is None or self.std is None:
-            return x
-        return (x - self.mean) / self.std
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=pad_collate,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return datasets

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from seqlab.tasks.base import SequenceTask
 from seqlab.tasks.classification import SequenceClassifier
+from seqlab.tasks.forecasting import SequenceForecaster
+from seqlab.tasks.regression import SequenceRegressor
+from seqlab.tasks.tagging import SequenceTagger
 
 #: data module's ``task`` -> LightningModule class
 TASKS: dict[str, type[SequenceTask]] = {
     "classification": SequenceClassifier,
+    "regression": SequenceRegressor,
+    "forecasting": SequenceForecaster,
+    "tagging": SequenceTagger,
 }
 
-__all__ = ["TASKS", "SequenceClassifier", "SequenceTask"]
+__all__ = [
+    "TASKS",
+    "SequenceClassifier",
+    "SequenceForecaster",
+    "SequenceRegressor",
+    "SequenceTagger",
+    "SequenceTask",
+]

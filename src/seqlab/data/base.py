@@ -1,0 +1,146 @@
+"""What seqlab's data modules share: in-memory splits, loaders, train-only normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from seqlab.data.collate import Batch, pad_collate
+
+SPLITS = ("train", "val", "test")
+
+
+def check_option(key: str, value: object, ok: bool, allowed: str) -> None:
+    """Fail before training, naming the config key, the value given and what is allowed."""
+    if not ok:
+        raise ValueError(f"data.{key}={value!r}: {allowed}")
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(keep, held_out)``: ``fraction`` of each class held out, at least one where a
+    class has two or more samples."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        n_held = round(fraction * len(idx))
+        if fraction > 0 and len(idx) >= 2:
+            n_held = min(max(n_held, 1), len(idx) - 1)
+        held.append(idx[:n_held])
+        keep.append(idx[n_held:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+@dataclass(frozen=True)
+class ChannelNormalizer:
+    """Per-channel z-score ``(x - mean) / std`` with statistics of the real steps it was fitted on.
+
+    Fit it on the training split only: statistics that saw validation or test data would leak
+    them into the model.
+    """
+
+    mean: Tensor  # (C,)
+    std: Tensor  # (C,)
+
+    @classmethod
+    def fit(cls, sequences: Sequence[Tensor]) -> ChannelNormalizer:
+        """From a list of ``(T_i, C)`` sequences (no padding, so every step is real)."""
+        steps = torch.cat(list(sequences))
+        # A constant channel would divide by zero; leave it centred instead.
+        return cls(steps.mean(0), steps.std(0).clamp_min(1e-6))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """A data module whose train / val / test splits live in memory.
+
+    Subclasses set ``task`` (a key of ``seqlab.tasks.TASKS``), build the splits in
+    ``build_datasets()`` and say what the task module needs in ``model_kwargs()``;
+    ``collate`` turns a list of samples into a batch (``pad_collate`` by default).
+    ``setup`` builds the splits once: ``train()`` calls it early to size the model.
+    """
+
+    task: str
+
+    def __init__(self, batch_size: int = 32, num_workers: int = 0) -> None:
+        super().__init__()
+        check_option("batch_size", batch_size, batch_size >= 1, "must be a positive integer")
+        check_option("num_workers", num_workers, num_workers >= 0, "must be >= 0")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.datasets: dict[str, Dataset] = {}
+
+    def build_datasets(self) -> dict[str, Dataset]:
+        """The ``"train"``, ``"val"`` and ``"test"`` datasets."""
+        raise NotImplementedError
+
+    def model_kwargs(self) -> dict[str, int]:
+        """What the task module's constructor needs to know about the data."""
+        raise NotImplementedError
+
+    def collate(self, samples: Sequence[tuple[Tensor, ...]]) -> Batch:
+        return pad_collate(samples)  # type: ignore[arg-type]
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.datasets:
+            self.datasets = self.build_datasets()
+
+    def require_setup(self) -> None:
+        if not self.datasets:
+            raise RuntimeError("call setup() before asking the data module for sizes")
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class MaskedSequenceDataset(Dataset):
+    """In-memory ``(x (T_i, C), y (T_i, ...), mask (T_i,) bool)`` triples: per-step targets with
+    the steps that count marked in ``mask`` (e.g. only the forecast of a window's last step)."""
+
+    def __init__(
+        self, inputs: Sequence[Tensor], targets: Sequence[Tensor], masks: Sequence[Tensor]
+    ) -> None:
+        if not len(inputs) == len(targets) == len(masks):
+            raise ValueError(f"{len(inputs)} inputs, {len(targets)} targets, {len(masks)} masks")
+        self.inputs, self.targets, self.masks = list(inputs), list(targets), list(masks)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
+        return self.inputs[index], self.targets[index], self.masks[index]
+
+
+def masked_collate(samples: Sequence[tuple[Tensor, Tensor, Tensor]]) -> Batch:
+    """``pad_collate`` with per-step targets, plus ``"mask": (B, T_max)`` (False at padding)."""
+    batch = pad_collate([(x, y) for x, y, _ in samples], pad_targets=True)
+    batch["mask"] = torch.nn.utils.rnn.pad_sequence(
+        [mask for _, _, mask in samples], batch_first=True
+    )
+    return batch

@@ -1,0 +1,121 @@
+"""Many-to-many next-step forecasting, with an autoregressive rollout at validation and test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+
+from seqlab.nn.heads import MLPHead
+from seqlab.nn.masking import lengths_to_mask
+from seqlab.tasks.base import SequenceTask, build_encoder
+
+
+class SequenceForecaster(SequenceTask):
+    """``x (B, T, C), lengths (B,) -> (B, T, C)``: at each step t, a forecast of step t + 1.
+
+    Batches hold ``y (B, T, C)`` (``y[:, t] = x[:, t + 1]``, the series' next value) and may hold
+    ``mask (B, T)``, the steps that are scored (all real steps without it). The loss is the mean
+    squared error over scored steps; epoch values weight batches by their scored steps.
+
+    Logged per stage: ``loss``, ``mse``, ``mae``; at val and test also ``persistence_mse`` /
+    ``persistence_mae`` (forecasting ``x[t + 1] = x[t]``, on the same steps) and, with
+    ``rollout_horizon`` H > 0, ``rollout_mse`` / ``rollout_mae``: each sequence's last H targets
+    forecast from its own predictions, fed back as inputs, given only the steps before them
+    (those of the H that are scored count).
+    """
+
+    causal = True
+
+    def __init__(
+        self,
+        input_size: int,
+        encoder: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        head: dict[str, Any] | None = None,
+        rollout_horizon: int = 0,
+    ) -> None:
+        super().__init__(encoder, optimizer, scheduler)
+        if rollout_horizon < 0:
+            raise ValueError(f"rollout_horizon={rollout_horizon}: must be >= 0 (0: no rollout)")
+        self.save_hyperparameters()
+        self.rollout_horizon = rollout_horizon
+        self.encoder = build_encoder({**encoder, "pooling": None}, input_size)
+        # The forecast has the input's channels, so it can be fed back in the rollout.
+        self.head = MLPHead(self.encoder.output_size, input_size, **(head or {}))
+        metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_persistence = metrics.clone(prefix="val/persistence_")
+        self.test_persistence = metrics.clone(prefix="test/persistence_")
+        self.val_rollout = metrics.clone(prefix="val/rollout_")
+        self.test_rollout = metrics.clone(prefix="test/rollout_")
+
+    def forward(
+        self, x: Tensor, lengths: Tensor | None, state: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        return self.head(self.encoder(x, lengths, state).outputs)
+
+    def shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        x, lengths, target = batch["x"], batch["lengths"], batch["y"]
+        scored = self.scored_steps(batch)
+        preds = self(x, lengths)
+        loss = F.mse_loss(preds[scored].float(), target[scored].float())
+        self.log_loss(stage, loss, weight=int(scored.sum()))
+        self._update(f"{stage}_metrics", preds[scored].detach(), target[scored])
+        if stage != "train":
+            # The persistence forecast of step t + 1 is step t itself.
+            self._update(f"{stage}_persistence", x[scored], target[scored])
+            if self.rollout_horizon:
+                self._log_rollout(stage, x, lengths, target, scored)
+        return loss
+
+    @staticmethod
+    def scored_steps(batch: dict[str, Tensor]) -> Tensor:
+        """(B, T) bool: real (unpadded) steps that the batch's ``mask`` (if any) scores."""
+        scored = lengths_to_mask(batch["lengths"], batch["y"].size(1))
+        if "mask" in batch:
+            scored = scored & batch["mask"].bool()
+        return scored
+
+    @torch.no_grad()
+    def rollout(self, x: Tensor, lengths: Tensor, horizon: int) -> Tensor:
+        """(B, T, C), (B,) -> (B, horizon, C): forecasts of each sequence's last ``horizon``
+        targets, i.e. of ``y[:, L - horizon:L]`` (L = its length), each from the steps before
+        it and the forecasts in between."""
+        if int(lengths.min()) < horizon:
+            raise ValueError(
+                f"rollout_horizon={horizon} needs sequences of at least {horizon} steps; the "
+                f"shortest here has {int(lengths.min())}"
+            )
+        # The first forecast reads x up to step L - horizon, whose next value is y[L - horizon].
+        context = lengths - horizon + 1
+        encoded = self.encoder(x[:, : int(context.max())], context)
+        last = encoded.outputs[torch.arange(x.size(0), device=x.device), context - 1]
+        forecast, state = self.head(last), encoded.state
+        forecasts = [forecast]
+        for _ in range(horizon - 1):
+            encoded = self.encoder(forecast.unsqueeze(1), None, state)
+            forecast, state = self.head(encoded.outputs[:, 0]), encoded.state
+            forecasts.append(forecast)
+        return torch.stack(forecasts, dim=1)
+
+    def _log_rollout(
+        self, stage: str, x: Tensor, lengths: Tensor, target: Tensor, scored: Tensor
+    ) -> None:
+        horizon = self.rollout_horizon
+        forecasts = self.rollout(x, lengths, horizon)
+        steps = (lengths - horizon).unsqueeze(1) + torch.arange(horizon, device=x.device)
+        rows = torch.arange(x.size(0), device=x.device).unsqueeze(1)
+        keep = scored[rows, steps]
+        self._update(f"{stage}_rollout", forecasts[keep], target[rows, steps][keep])
+
+    def _update(self, name: str, preds: Tensor, target: Tensor) -> None:
+        metrics = getattr(self, name)
+        metrics.update(preds.float().flatten(), target.float().flatten())
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=name.endswith("_metrics"))

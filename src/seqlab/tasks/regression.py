@@ -1,0 +1,51 @@
+"""Many-to-one sequence regression: encoder -> pooled features -> real-valued outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+
+from seqlab.nn.heads import MLPHead
+from seqlab.tasks.base import SequenceTask, build_encoder
+
+
+class SequenceRegressor(SequenceTask):
+    """``x (B, T, D), lengths (B,) -> (B,)`` for ``output_size=1``, else ``(B, output_size)``;
+    trained with the mean squared error, reported as ``{stage}/mse`` and ``{stage}/mae``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        encoder: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        head: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(encoder, optimizer, scheduler)
+        self.save_hyperparameters()
+        self.output_size = output_size
+        self.encoder = build_encoder(encoder, input_size)
+        self.head = MLPHead(self.encoder.output_size, output_size, **(head or {}))
+        metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        out = self.head(self.encoder(x, lengths).features)
+        return out.squeeze(-1) if self.output_size == 1 else out
+
+    def shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        preds = self(batch["x"], batch["lengths"]).float()
+        target = batch["y"].float().view_as(preds)
+        loss = F.mse_loss(preds, target)
+        self.log_loss(stage, loss, weight=len(target))
+        metrics = getattr(self, f"{stage}_metrics")
+        # Flattened, so a multi-output target counts every output once.
+        metrics.update(preds.detach().flatten(), target.flatten())
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss

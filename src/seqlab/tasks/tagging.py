@@ -1,0 +1,65 @@
+"""Per-step sequence classification ("tagging"): one class per step, some steps unscored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from seqlab.nn.heads import MLPHead
+from seqlab.nn.masking import lengths_to_mask
+from seqlab.tasks.base import SequenceTask, build_encoder
+
+#: Target of a step that is not scored (torch's cross-entropy convention).
+IGNORE_INDEX = -100
+
+
+class SequenceTagger(SequenceTask):
+    """``x (B, T, D), lengths (B,) -> logits (B, T, num_classes)``.
+
+    Targets ``y (B, T)`` hold a class per step, or ``-100`` where a step is not scored (e.g.
+    the copy task scores only the recalled symbols). Padded steps are never scored, whatever
+    their target. The loss and the metrics are over scored steps: a batch's loss is the mean
+    over its scored steps, and epoch values weight batches by how many steps they scored.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        num_classes: int,
+        encoder: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        head: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(encoder, optimizer, scheduler)
+        self.save_hyperparameters()
+        self.encoder = build_encoder({**encoder, "pooling": None}, input_size)
+        self.head = MLPHead(self.encoder.output_size, num_classes, **(head or {}))
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        return self.head(self.encoder(x, lengths).outputs)
+
+    def shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        logits = self(batch["x"], batch["lengths"])
+        target = batch["y"]
+        scored = lengths_to_mask(batch["lengths"], target.size(1)) & (target != IGNORE_INDEX)
+        logits, target = logits[scored].float(), target[scored]
+        loss = F.cross_entropy(logits, target)
+        self.log_loss(stage, loss, weight=int(scored.sum()))
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(logits.detach(), target)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
