@@ -5,6 +5,7 @@ from __future__ import annotations
 from seqlab.tasks.base import SequenceTask
 from seqlab.tasks.classification import SequenceClassifier
 from seqlab.tasks.forecasting import SequenceForecaster
+from seqlab.tasks.language_model import LanguageModel
 from seqlab.tasks.regression import SequenceRegressor
 from seqlab.tasks.tagging import SequenceTagger
 
@@ -14,10 +15,12 @@ TASKS: dict[str, type[SequenceTask]] = {
     "regression": SequenceRegressor,
     "forecasting": SequenceForecaster,
     "tagging": SequenceTagger,
+    "language_modeling": LanguageModel,
 }
 
 __all__ = [
     "TASKS",
+    "LanguageModel",
     "SequenceClassifier",
     "SequenceForecaster",
     "SequenceRegressor",

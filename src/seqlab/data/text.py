@@ -1,0 +1,270 @@
+"""Character-level language-modelling data: text -> character ids -> contiguous streams ->
+``bptt``-long chunks, in order, for stateful truncated backpropagation through time.
+
+As in pytorch/examples' word_language_model, a split's ids are cut into ``batch_size``
+contiguous streams (``batchify``); batch ``i`` holds the ``i``-th chunk of every stream, so row
+``j`` of batch ``i + 1`` continues exactly where row ``j`` of batch ``i`` ended and the model can
+carry its hidden state from one batch to the next.
+
+Order is the whole point, hence no shuffling and no sampler: the chunks come from an
+`IterableDataset`, which Lightning never wraps in a `DistributedSampler` (a sampler would deal
+the chunks round-robin to the ranks and break every stream). Under DDP the data module shards
+instead: the text is cut into ``batch_size * world_size`` streams and rank ``r`` takes streams
+``r * batch_size .. (r + 1) * batch_size - 1``, so every rank has its own contiguous streams and
+the same number of batches.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from seqlab.data.base import SPLITS, check_option
+
+#: The id-0 token every vocabulary has: characters never seen in the training text.
+UNK = "<unk>"
+
+# Lightning warns that `__len__` may be wrong with worker processes; our chunks are always
+# made in the main process (num_workers=0), where the length is exact.
+warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__` defined.*")
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's contents (universal newlines, a leading BOM dropped).
+
+    Raises an error naming the file when it is missing, not a file, not UTF-8, or empty.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); convert it first, "
+            f"e.g. `iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}`"
+        ) from err
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty (or only whitespace)")
+    return text
+
+
+class Vocabulary:
+    """Characters <-> ids. Id 0 is `UNK`; the others are characters sorted by code point."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        tokens = list(tokens)
+        if not tokens or tokens[0] != UNK:
+            raise ValueError(f"a vocabulary's first token must be {UNK!r}")
+        if any(len(token) != 1 for token in tokens[1:]) or len(set(tokens)) != len(tokens):
+            raise ValueError("a vocabulary's tokens after the first must be distinct characters")
+        self.tokens = tokens
+        self.index = {token: i for i, token in enumerate(tokens)}
+        codes = np.array([ord(c) for c in tokens[1:]], dtype=np.int64)
+        order = np.argsort(codes)
+        self._codes, self._ids = codes[order], order + 1
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocabulary:
+        return cls([UNK, *sorted(set(text))])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str) -> Tensor:
+        """``str`` of N characters -> ``(N,)`` int64 ids; unseen characters map to 0 (`UNK`)."""
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        if not len(self._codes):
+            return torch.zeros(len(codes), dtype=torch.long)
+        # A vectorised dictionary lookup: millions of characters in milliseconds.
+        where = np.searchsorted(self._codes, codes).clip(max=len(self._codes) - 1)
+        ids = np.where(self._codes[where] == codes, self._ids[where], 0)
+        return torch.from_numpy(ids)
+
+    def decode(self, ids: Tensor | Sequence[int]) -> str:
+        return "".join(self.tokens[int(i)] for i in ids)
+
+
+def batchify(ids: Tensor, n_streams: int) -> Tensor:
+    """``(N,)`` -> ``(n_streams, N // n_streams)``: row j is the j-th contiguous stretch of the
+    text. The last ``N % n_streams`` ids are dropped."""
+    length = ids.numel() // n_streams
+    return ids[: n_streams * length].view(n_streams, length)
+
+
+def shard_streams(ids: Tensor, batch_size: int, rank: int = 0, world_size: int = 1) -> Tensor:
+    """Rank ``rank``'s ``(batch_size, L)`` streams out of ``batch_size * world_size``."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+    streams = batchify(ids, batch_size * world_size)
+    return streams[rank * batch_size : (rank + 1) * batch_size]
+
+
+class BPTTChunks(IterableDataset):
+    """``(B, L)`` streams -> batches of the next ``bptt`` steps of every stream, in order.
+
+    Each batch is ``{"x": (B, T), "y": (B, T), "lengths": (B,)}`` with ``y`` the next
+    character of ``x`` (``T = bptt``, the last chunk shorter). Every stream in a chunk is full,
+    so ``lengths`` is ``T`` throughout: it is there for seqlab's batch contract only.
+    """
+
+    def __init__(self, streams: Tensor, bptt: int) -> None:
+        super().__init__()
+        if streams.dim() != 2 or streams.size(1) < 2:
+            raise ValueError(f"streams must be (B, L) with L >= 2, got {tuple(streams.shape)}")
+        self.streams = streams
+        self.bptt = bptt
+
+    def __len__(self) -> int:
+        return math.ceil((self.streams.size(1) - 1) / self.bptt)
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        n_inputs = self.streams.size(1) - 1  # the last character is only ever a target
+        for start in range(0, n_inputs, self.bptt):
+            end = min(start + self.bptt, n_inputs)
+            x = self.streams[:, start:end]
+            yield {
+                "x": x,
+                "y": self.streams[:, start + 1 : end + 1],
+                "lengths": torch.full((x.size(0),), x.size(1), dtype=torch.long),
+            }
+
+
+class CharLMDataModule(L.LightningDataModule):
+    """Base of the character-level language-modelling data modules.
+
+    Subclasses say where the text comes from (``load_splits``); this class builds the
+    vocabulary from the training text only, and serves the stream chunks described in the module
+    docstring. ``data.batch_size`` is the number of streams per rank, ``data.bptt`` the
+    chunk length (how many steps gradients flow back through).
+
+    With ``trainer.limit_train_batches`` every epoch sees the *first* part of each stream
+    only; prefer ``max_steps`` or ``val_check_interval`` to cut a run short.
+    """
+
+    task = "language_modeling"
+
+    def __init__(self, batch_size: int = 64, bptt: int = 128, num_workers: int = 0) -> None:
+        super().__init__()
+        check_option("batch_size", batch_size, batch_size >= 1, "must be a positive integer")
+        check_option("bptt", bptt, bptt >= 1, "must be a positive integer")
+        check_option(
+            "num_workers",
+            num_workers,
+            num_workers == 0,
+            "batches are in-order slices of one in-memory tensor, which worker processes could "
+            "only duplicate or reorder; use 0",
+        )
+        self.batch_size = batch_size
+        self.bptt = bptt
+        self.vocabulary: Vocabulary | None = None
+        self.ids: dict[str, Tensor] = {}
+
+    def load_splits(self) -> dict[str, str]:
+        """The text of each split: ``{"train": ..., "val": ..., "test": ...}``."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.ids:  # idempotent: train() sets up early to size the model
+            return
+        texts = self.load_splits()
+        self.vocabulary = Vocabulary.from_text(texts["train"])
+        self.ids = {split: self.vocabulary.encode(texts[split]) for split in SPLITS}
+        for split in SPLITS:
+            self._check_length(split, world_size=1)
+
+    def model_kwargs(self) -> dict[str, list[str]]:
+        """The task module needs the characters (their count sizes it; generation decodes)."""
+        if self.vocabulary is None:
+            raise RuntimeError("call setup() before asking the data module for its vocabulary")
+        return {"vocabulary": self.vocabulary.tokens}
+
+    def _check_length(self, split: str, world_size: int) -> None:
+        streams = self.batch_size * world_size
+        if self.ids[split].numel() < 2 * streams:
+            raise ValueError(
+                f"the {split} split has {self.ids[split].numel()} characters, too few for "
+                f"{streams} streams (data.batch_size={self.batch_size} x {world_size} ranks) of "
+                "2 or more characters; lower data.batch_size or use more text"
+            )
+
+    def _rank_and_world_size(self) -> tuple[int, int]:
+        # Asked at loader time, not in setup(): setup runs once, before the trainer (and so
+        # the DDP ranks) may exist.
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _loader(self, split: str) -> DataLoader:
+        if not self.ids:
+            raise RuntimeError("call setup() before asking the data module for data loaders")
+        rank, world_size = self._rank_and_world_size()
+        self._check_length(split, world_size)
+        streams = shard_streams(self.ids[split], self.batch_size, rank, world_size)
+        # batch_size=None: the dataset yields whole batches.
+        return DataLoader(BPTTChunks(streams, self.bptt), batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+class TextDataModule(CharLMDataModule):
+    """Character-level language modelling on any UTF-8 text file: ``data=text data.path=FILE``.
+
+    The file is split into contiguous parts: the first ``1 - val_fraction - test_fraction`` for
+    training, then validation, then test (a random split would leak phrases across splits).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        batch_size: int = 64,
+        bptt: int = 128,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, bptt=bptt, num_workers=num_workers)
+        if not path:
+            raise ValueError("data.path is not set: data=text data.path=FILE (a UTF-8 text file)")
+        for key, value in (
+            ("data.val_fraction", val_fraction),
+            ("data.test_fraction", test_fraction),
+        ):
+            if not 0 < value < 1:
+                raise ValueError(f"{key}={value}: must be in (0, 1)")
+        if val_fraction + test_fraction >= 1:
+            raise ValueError(
+                f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: "
+                "must leave some text for training (< 1)"
+            )
+        self.save_hyperparameters(logger=False)
+        self.path = Path(path)
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+
+    def load_splits(self) -> dict[str, str]:
+        text = read_text(self.path)
+        val_start = round(len(text) * (1 - self.val_fraction - self.test_fraction))
+        test_start = round(len(text) * (1 - self.test_fraction))
+        return {
+            "train": text[:val_start],
+            "val": text[val_start:test_start],
+            "test": text[test_start:],
+        }
