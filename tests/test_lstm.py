@@ -112,7 +112,7 @@ def test_loop_and_fused_match_torch_outputs_and_gradients(case):
         else (steps, batch, kwargs["input_size"])
     )
     lengths = None
-    if case["input_kind"] != "full":
+    if case["input_kind"] in ("padded", "packed"):
         lengths = torch.randint(1, steps + 1, (batch,))
         x = pad_with_garbage(x, lengths, batch_first)
     hx = None
@@ -123,7 +123,6 @@ def test_loop_and_fused_match_torch_outputs_and_gradients(case):
         )
     if case["input_kind"] == "unbatched":
         x = x[0] if batch_first else x[:, 0]
-        lengths = None
         hx = None if hx is None else (hx[0][:, 0], hx[1][:, 0])
     x.requires_grad_(True)
     if hx is not None:
