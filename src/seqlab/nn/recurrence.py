@@ -72,6 +72,8 @@ class _BatchedLinear:
         self.packed: list[Tensor] | None = None
         if (
             PACK_WEIGHTS
+            # torch.compile cannot trace packing a weight that is not a graph constant.
+            and not torch.compiler.is_compiling()
             and weight.device.type == "cpu"
             and weight.dtype == torch.float32
             and torch.backends.mkldnn.enabled

@@ -1,0 +1,91 @@
+"""seqlab.nn on CUDA: loop against fused (cuDNN), padded batches, autocast. Skipped without CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqlab.nn import LSTM, LSTMEncoder
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+@pytest.fixture(autouse=True)
+def exact_float32():
+    """cuDNN and cuBLAS may use TF32 for float32; the comparisons below want full precision."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def cuda_twins(**kwargs) -> tuple[LSTM, LSTM]:
+    fused = LSTM(**kwargs, impl="fused").cuda()
+    loop = LSTM(**kwargs, impl="loop").cuda()
+    loop.load_state_dict(fused.state_dict())
+    return fused, loop
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("proj_size", [0, 8])
+@pytest.mark.parametrize("padded", [False, True])
+def test_loop_matches_cudnn_outputs_and_gradients(bidirectional, proj_size, padded):
+    torch.manual_seed(0)
+    fused, loop = cuda_twins(
+        input_size=12,
+        hidden_size=16,
+        num_layers=2,
+        batch_first=True,
+        bidirectional=bidirectional,
+        proj_size=proj_size,
+    )
+    x = torch.randn(5, 9, 12, device="cuda", requires_grad=True)
+    lengths = torch.tensor([9, 3, 7, 1, 5]) if padded else None  # on the CPU, as usual
+    results = []
+    for model in (fused, loop):
+        model.zero_grad()
+        output, (h_n, c_n) = model(x, lengths=lengths)
+        loss = (output * torch.linspace(-1, 1, output.size(-1), device="cuda")).sum()
+        loss = loss + h_n.sum() + (c_n**2).sum()
+        grads = torch.autograd.grad(loss, [*model.parameters(), x])
+        results.append([output, h_n, c_n, *grads])
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["fused", "loop"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_autocast_half_precision_stays_finite(impl, dtype):
+    torch.manual_seed(0)
+    encoder = LSTMEncoder(12, 32, 2, bidirectional=True, impl=impl, pooling="attention").cuda()
+    x = torch.randn(4, 20, 12, device="cuda")
+    with torch.autocast("cuda", dtype=dtype):
+        result = encoder(x, torch.tensor([20, 5, 13, 1]))
+        loss = result.features.float().pow(2).mean()
+    loss.backward()
+    assert torch.isfinite(result.outputs.float()).all()
+    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("impl", ["fused", "loop"])
+def test_padding_never_reaches_reverse_direction_on_cuda(impl):
+    torch.manual_seed(0)
+    model = LSTM(3, 8, 2, batch_first=True, bidirectional=True, impl=impl).cuda().double()
+    lengths = torch.tensor([4, 7, 1], device="cuda")
+    x = torch.randn(3, 7, 3, device="cuda", dtype=torch.double)
+    x[0, 4:] = x[2, 1:] = 1e3
+    output, (h_n, _) = model(x, lengths=lengths)
+    for b, length in enumerate(lengths.tolist()):
+        alone, (h_alone, _) = model(x[b : b + 1, :length])
+        torch.testing.assert_close(output[b : b + 1, :length], alone)
+        torch.testing.assert_close(h_n[:, b : b + 1], h_alone)
+        assert torch.all(output[b, length:] == 0)
+
+
+def test_learned_initial_state_follows_the_module_to_cuda():
+    encoder = LSTMEncoder(3, 4, 1, init_state="learned", impl="loop").cuda()
+    result = encoder(torch.randn(2, 5, 3, device="cuda"))
+    assert result.state[0].device.type == "cuda"
