@@ -56,7 +56,14 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env |= {"NETRC": str(cwd / "no-netrc"), "WANDB_CONFIG_DIR": str(cwd / ".wandb-config")}
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), *TINY, *args],
+        # Flags (-m) first: Hydra's parser takes no flag after the overrides.
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            *[a for a in args if a.startswith("-")],
+            *TINY,
+            *[a for a in args if not a.startswith("-")],
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,
