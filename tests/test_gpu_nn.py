@@ -52,8 +52,9 @@ def test_loop_matches_cudnn_outputs_and_gradients(bidirectional, proj_size, padd
         loss = loss + h_n.sum() + (c_n**2).sum()
         grads = torch.autograd.grad(loss, [*model.parameters(), x])
         results.append([output, h_n, c_n, *grads])
+    # cuDNN sums in its own order: a few weight-gradient entries differ by ~2e-5 (seen on H200).
     for got, want in zip(results[1], results[0], strict=True):
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(got, want, atol=5e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("impl", ["fused", "loop"])

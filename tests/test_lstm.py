@@ -174,6 +174,19 @@ def test_padding_never_reaches_reverse_direction(impl, bidirectional):
         torch.testing.assert_close(c_n[:, b : b + 1], c_alone, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("proj_size", [0, 2])
+def test_inference_without_grad_gives_the_training_forward_results(proj_size):
+    """Under no_grad the loop keeps only the current cell state; results must not change."""
+    torch.manual_seed(0)
+    model = LSTM(3, 4, 2, bidirectional=True, proj_size=proj_size, impl="loop")
+    x, lengths = torch.randn(6, 3, 3), [6, 2, 4]
+    expected = model(x, lengths=lengths)
+    with torch.no_grad():
+        actual = model(x, lengths=lengths)
+    torch.testing.assert_close(actual[0], expected[0])
+    torch.testing.assert_close(actual[1], expected[1])
+
+
 @pytest.mark.parametrize("impl", ["fused", "loop"])
 def test_padded_steps_output_exact_zeros_and_take_no_gradient(impl):
     torch.manual_seed(0)

@@ -155,8 +155,16 @@ class _LSTMLayer(torch.autograd.Function):
 
         gate_acts = input_projection(x.reshape(dirs, steps * batch, features))
         gate_acts = gate_acts.view(dirs, steps, batch, 4 * hidden)
-        cells = x.new_empty(dirs, steps, batch, hidden)
-        tanh_cells = torch.empty_like(cells)
+        for_backward = any(ctx.needs_input_grad)
+        if for_backward:
+            cells = x.new_empty(dirs, steps, batch, hidden)
+            tanh_cells = torch.empty_like(cells)
+        else:
+            # Inference keeps only the current cell state, updated in place (element-wise ops
+            # may write over their input): small buffers that stay in cache, instead of two
+            # (dirs, T, B, H) tensors nobody will read.
+            cells = x.new_empty(dirs, 1, batch, hidden)
+            tanh_cells = torch.empty_like(cells)
         outputs = x.new_empty(dirs, steps, batch, h0.size(-1))
         # Rows past a sequence's end are never computed: outputs there must read as zero.
         _zero_padded_rows((outputs,), batch_sizes)
@@ -172,22 +180,25 @@ class _LSTMLayer(torch.autograd.Function):
             recurrent.add_to(acts, h_rows)
             acts.sigmoid_()
             i, f, g_sigmoid, o = acts.chunk(4, dim=-1)
-            cell = cells[:, t, :rows]
+            cell_t = cells[:, t if for_backward else 0]
+            cell = cell_t[:, :rows]
             torch.mul(f, c_prev[:, :rows], out=cell)
             cell.addcmul_(i, g_sigmoid, value=2).sub_(i)  # + i * g, g = 2 * g_sigmoid - 1
-            tanh_cell = tanh_cells[:, t, :rows]
+            tanh_cell = tanh_cells[:, t if for_backward else 0, :rows]
             torch.mul(cell, 2, out=tanh_cell).sigmoid_().mul_(2).sub_(1)
             if projection is None:
                 torch.mul(o, tanh_cell, out=outputs[:, t, :rows])
             else:
                 outputs[:, t, :rows] = projection(o * tanh_cell)
-            h_prev, c_prev = outputs[:, t], cells[:, t]
+            h_prev, c_prev = outputs[:, t], cell_t
             # Rows whose last real step is t leave the batch now: their state is final.
             next_rows = batch_sizes[t + 1] if t + 1 < steps else 0
             if next_rows < rows:
                 h_n[:, next_rows:rows] = outputs[:, t, next_rows:rows]
-                c_n[:, next_rows:rows] = cells[:, t, next_rows:rows]
+                c_n[:, next_rows:rows] = cell_t[:, next_rows:rows]
 
+        if not for_backward:
+            return outputs, h_n, c_n
         ctx.save_for_backward(
             x, w_ih, w_hh, h0, c0, w_hr, recurrent_mask, gate_acts, cells, tanh_cells, outputs
         )
