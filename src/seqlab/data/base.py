@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import lightning as L
@@ -99,14 +99,16 @@ class SequenceDataModule(L.LightningDataModule):
         if not self.datasets:
             raise RuntimeError("call setup() before asking the data module for sizes")
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, split: str, shuffle: bool, collate_fn: Callable[..., Batch] | None = None
+    ) -> DataLoader:
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=self.collate,
+            collate_fn=collate_fn or self.collate,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -27,6 +27,20 @@ def pad_collate(samples: Sequence[tuple[Tensor, Tensor]], pad_targets: bool = Fa
     return {"x": x, "lengths": lengths, "y": y}
 
 
+def noisy_pad_collate(samples: Sequence[tuple[Tensor, Tensor]], noise_std: float) -> Batch:
+    """``pad_collate`` plus Gaussian noise of ``noise_std`` on every real input step.
+
+    A training-time augmentation for continuous inputs: small sets such as JapaneseVowels (270
+    utterances) are fitted perfectly within a few epochs, and jittered inputs are what keeps the
+    test accuracy up. Padding stays exactly zero.
+    """
+    batch = pad_collate(samples)
+    x, lengths = batch["x"], batch["lengths"]
+    real = torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+    batch["x"] = x + noise_std * torch.randn_like(x) * real.unsqueeze(-1)
+    return batch
+
+
 class SequenceDataset(torch.utils.data.Dataset):
     """In-memory list of ``(x (T_i, C), y)`` pairs."""
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from seqlab.data.base import (
     ChannelNormalizer,
@@ -16,7 +17,7 @@ from seqlab.data.base import (
     check_option,
     stratified_split,
 )
-from seqlab.data.collate import SequenceDataset
+from seqlab.data.collate import SequenceDataset, noisy_pad_collate
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +117,20 @@ class UCRDataModule(SequenceDataModule):
         val_fraction: float = 0.2,
         split_seed: int = 0,
         normalize: bool = True,
+        noise_std: float = 0.0,
         batch_size: int = 32,
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers)
         check_option("val_fraction", val_fraction, 0 <= val_fraction < 1, "must be in [0, 1)")
+        check_option("noise_std", noise_std, noise_std >= 0, "must be >= 0 (0: no noise)")
         self.save_hyperparameters(logger=False)
         self.name = name
         self.data_dir = data_dir
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.normalize = normalize
+        self.noise_std = noise_std
         self.class_names: list[str] = []
         self.normalizer: ChannelNormalizer | None = None
 
@@ -186,3 +190,9 @@ class UCRDataModule(SequenceDataModule):
             max(lengths),
         )
         return datasets
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.noise_std:
+            return super().train_dataloader()
+        collate = functools.partial(noisy_pad_collate, noise_std=self.noise_std)
+        return self._loader("train", shuffle=True, collate_fn=collate)

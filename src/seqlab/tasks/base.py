@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 DEFAULT_ENCODER = "seqlab.nn.LSTMEncoder"
 
@@ -35,6 +37,10 @@ class SequenceTask(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # Per-stage running means of the loss, weighted by items and synced across processes.
+        self.train_loss_mean = MeanMetric()
+        self.val_loss_mean = MeanMetric()
+        self.test_loss_mean = MeanMetric()
         if self.causal and encoder.get("bidirectional", False):
             raise ValueError(
                 "model.encoder.bidirectional=true: this task predicts the next step, and a "
@@ -51,18 +57,29 @@ class SequenceTask(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
         }
 
-    def log_loss(self, stage: str, loss: Tensor, weight: int) -> None:
-        """Log ``stage/loss``; epoch values are averaged weighted by ``weight`` (samples or steps),
-        so a short last batch counts for what it holds, not as much as a full one."""
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=weight,
-            sync_dist=stage != "train",
-        )
+    def reduce_loss(self, stage: str, loss: Tensor, weight: int) -> Tensor:
+        """Log ``loss``, the mean over this batch's ``weight`` items (samples, steps or tokens),
+        and return what to optimise.
+
+        ``stage/loss`` per epoch is the mean over every item of the epoch on every process,
+        not a mean of batch means, so short batches count for what they hold. Under DDP the
+        returned training loss is rescaled by ``weight * world_size / total weight``: DDP
+        averages gradients over processes, and this makes that average the gradient of the
+        global per-item mean, whatever share of the items each process holds.
+        """
+        mean = getattr(self, f"{stage}_loss_mean", None)
+        if mean is None:  # predict or a custom stage: nothing to aggregate
+            return loss
+        mean.update(loss.detach().float(), weight)
+        self.log(f"{stage}/loss", mean, on_step=False, on_epoch=True, prog_bar=True)
+        if stage != "train":
+            return loss
+        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            local = torch.tensor(float(weight), device=loss.device)
+            total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum")
+            loss = loss * (local * self.trainer.world_size / total)
+        return loss
 
     # `shared_step` is each task's own: its loss, metrics and logging.
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

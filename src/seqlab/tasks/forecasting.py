@@ -66,7 +66,7 @@ class SequenceForecaster(SequenceTask):
         scored = self.scored_steps(batch)
         preds = self(x, lengths)
         loss = F.mse_loss(preds[scored].float(), target[scored].float())
-        self.log_loss(stage, loss, weight=int(scored.sum()))
+        loss = self.reduce_loss(stage, loss, weight=int(scored.sum()))
         self._update(f"{stage}_metrics", preds[scored].detach(), target[scored])
         if stage != "train":
             # The persistence forecast of step t + 1 is step t itself.

@@ -136,7 +136,7 @@ class LanguageModel(SequenceTask):
             logits.float().flatten(0, 1), batch["y"].flatten(), reduction="none"
         )
         loss = token_nll.mean()
-        self.log_loss(stage, loss, weight=token_nll.numel())
+        loss = self.reduce_loss(stage, loss, weight=token_nll.numel())
         bpc = getattr(self, f"{stage}_bpc")
         bpc.update(token_nll)
         self.log(f"{stage}/bpc", bpc, on_step=False, on_epoch=True, prog_bar=stage != "train")

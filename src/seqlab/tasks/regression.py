@@ -43,7 +43,7 @@ class SequenceRegressor(SequenceTask):
         preds = self(batch["x"], batch["lengths"]).float()
         target = batch["y"].float().view_as(preds)
         loss = F.mse_loss(preds, target)
-        self.log_loss(stage, loss, weight=len(target))
+        loss = self.reduce_loss(stage, loss, weight=len(target))
         metrics = getattr(self, f"{stage}_metrics")
         # Flattened, so a multi-output target counts every output once.
         metrics.update(preds.detach().flatten(), target.flatten())

@@ -58,7 +58,7 @@ class SequenceTagger(SequenceTask):
         scored = lengths_to_mask(batch["lengths"], target.size(1)) & (target != IGNORE_INDEX)
         logits, target = logits[scored].float(), target[scored]
         loss = F.cross_entropy(logits, target)
-        self.log_loss(stage, loss, weight=int(scored.sum()))
+        loss = self.reduce_loss(stage, loss, weight=int(scored.sum()))
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), target)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
