@@ -61,12 +61,20 @@ class SyntheticDataModule(SequenceDataModule):
         """``n`` samples whose inputs occur in no earlier split (nor twice in this one): a
         sequence in both train and test would measure memory, not generalisation."""
         samples: list[Sample] = []
+        fruitless_rounds = 0
         while len(samples) < n:
+            before = len(samples)
             for x, y in self.generate(n - len(samples), rng):
                 key = x.numpy().tobytes()
                 if key not in seen:
                     seen.add(key)
                     samples.append((x, y))
+            fruitless_rounds = fruitless_rounds + 1 if len(samples) == before else 0
+            if fruitless_rounds == 1000:
+                raise RuntimeError(
+                    f"{type(self).__name__}: 1000 draws in a row repeated earlier sequences; the "
+                    f"options allow too few distinct ones for {sum(self.sizes.values())} in all"
+                )
         return samples
 
     @property
@@ -143,6 +151,16 @@ class CopyDataModule(SyntheticDataModule):
         check_option("delay", delay, delay >= 0, "must be >= 0 (blank steps before recall)")
         check_option("n_symbols", n_symbols, n_symbols >= 1, "must be a positive integer")
         check_option("alphabet_size", alphabet_size, alphabet_size >= 2, "must be >= 2")
+        total = train_size + val_size + test_size
+        # Redrawing repeats gets slow long before every sequence is taken; ask for headroom.
+        check_option(
+            "n_symbols",
+            n_symbols,
+            alphabet_size**n_symbols >= 2 * total,
+            f"with data.alphabet_size={alphabet_size} there are only "
+            f"{alphabet_size**n_symbols} distinct sequences, fewer than twice the {total} asked "
+            "for (train + val + test); use more symbols or a larger alphabet",
+        )
         self.delay = delay
         self.n_symbols = n_symbols
         self.alphabet_size = alphabet_size

@@ -1,0 +1,57 @@
+"""Pieces every data module shares: train-only normalisation, stratified splits, the base
+module's contract; and the UCR module built on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seqlab.data.base import ChannelNormalizer, masked_collate, stratified_split
+from seqlab.data.ucr import UCRDataModule, find_dataset, load_ts
+
+
+def test_normalizer_statistics_count_every_real_step_once() -> None:
+    short, long = torch.tensor([[0.0, 1.0]]), torch.tensor([[2.0, 1.0], [4.0, 1.0]])
+    normalizer = ChannelNormalizer.fit([short, long])
+    # Over steps (0, 2, 4), not over the two sequences' means (0 and 3).
+    assert normalizer.mean.tolist() == [2.0, 1.0]
+    assert normalizer.std[0] == pytest.approx(2.0)
+    # A constant channel is centred, not divided by zero.
+    assert torch.isfinite(normalizer(long)).all() and normalizer(long)[:, 1].eq(0).all()
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.5])
+def test_stratified_split_holds_out_the_fraction_of_every_class(fraction: float) -> None:
+    labels = np.repeat(np.arange(4), [10, 20, 30, 40])
+    keep, held = stratified_split(labels, fraction, seed=0)
+    assert not set(keep) & set(held) and len(keep) + len(held) == len(labels)
+    for cls, count in enumerate([10, 20, 30, 40]):
+        assert (labels[held] == cls).sum() == round(fraction * count)
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.99])
+def test_stratified_split_puts_every_class_of_two_or_more_on_both_sides(fraction: float) -> None:
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    keep, held = stratified_split(labels, fraction, seed=0)
+    assert {0, 1} <= set(labels[keep]) and {0, 1} <= set(labels[held])
+
+
+def test_masked_collate_pads_masks_with_false() -> None:
+    a = (torch.ones(3, 1), torch.ones(3, 1), torch.tensor([True, False, True]))
+    b = (torch.ones(1, 1), torch.ones(1, 1), torch.tensor([True]))
+    batch = masked_collate([a, b])
+    assert batch["mask"].tolist() == [[True, False, True], [True, False, False]]
+    assert batch["lengths"].tolist() == [3, 1] and batch["y"].shape == (2, 3, 1)
+
+
+def test_ucr_normalisation_is_fitted_on_the_training_split_only(tmp_path) -> None:
+    datamodule = UCRDataModule("JapaneseVowels", data_dir=tmp_path)
+    datamodule.setup()
+    train_x, _ = load_ts(find_dataset("JapaneseVowels", tmp_path)[0])
+    fit = torch.cat([x for x, _ in datamodule.datasets["train"]])
+    torch.testing.assert_close(fit.mean(0), torch.zeros(12), atol=1e-5, rtol=0)
+    # The validation samples come from the published training file but are not fitted on.
+    everything = torch.from_numpy(np.concatenate(train_x))
+    assert not torch.allclose(datamodule.normalizer.mean, everything.mean(0), atol=1e-4)
+    assert len(datamodule.datasets["train"]) + len(datamodule.datasets["val"]) == len(train_x)
