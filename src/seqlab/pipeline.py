@@ -7,8 +7,12 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from seqlab.tasks import TASKS, SequenceTask
@@ -47,10 +51,58 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> SequenceT
     return task_class(datamodule)(**model_cfg, **datamodule.model_kwargs())  # type: ignore[attr-defined]
 
 
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+
+
+def check_precision(trainer_cfg: DictConfig) -> None:
+    """Fail before training on a precision the chosen device cannot run."""
+    precision = str(trainer_cfg.get("precision", "32-true"))
+    if precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision={precision!r}: allowed: {', '.join(PRECISIONS)}")
+    accelerator = trainer_cfg.get("accelerator", "auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and precision.startswith("16"):
+        raise ValueError(
+            f"trainer.precision={precision}: fp16 needs a GPU; on a CPU use bf16-mixed or 32-true"
+        )
+    if on_cpu and precision.startswith("bf16") and not cpu_supports_bf16():
+        raise ValueError(
+            f"trainer.precision={precision}: this CPU has no native bf16 (AVX512-BF16 or AMX), "
+            "so oneDNN cannot run the LSTM in bf16; use trainer.precision=32-true"
+        )
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
+def check_multirun_strategy(trainer: L.Trainer) -> None:
+    """Lightning's DDP launcher re-runs the script's command line in each extra process; in a
+    Hydra multirun that command is the whole sweep, so every process would start it again."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    strategy = trainer.strategy
+    if (
+        isinstance(strategy, DDPStrategy)
+        and trainer.world_size > 1
+        and getattr(strategy, "_start_method", "popen") == "popen"
+        and not strategy.cluster_environment.creates_processes_externally  # type: ignore[union-attr]
+    ):
+        raise ValueError(
+            "trainer.strategy=ddp in a Hydra multirun (-m): use trainer.strategy=ddp_spawn, "
+            "or launch the processes outside (torchrun, SLURM / the submitit launcher)"
+        )
+
+
 def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> tuple[L.Trainer, list[Logger]]:
+    check_precision(cfg.trainer)
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"), bool(loggers)) if with_callbacks else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    check_multirun_strategy(trainer)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     return trainer, loggers

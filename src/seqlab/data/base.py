@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -102,10 +103,23 @@ class SequenceDataModule(L.LightningDataModule):
     def _loader(
         self, split: str, shuffle: bool, collate_fn: Callable[..., Batch] | None = None
     ) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = None
+        if split != "train" and self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning's default DistributedSampler pads the last shard with repeated samples,
+            # which evaluation would count twice; this one gives each sample to exactly one
+            # process (shards may then differ by one batch, which evaluation tolerates).
+            sampler = UnrepeatedDistributedSampler(
+                dataset,  # type: ignore[arg-type]
+                num_replicas=self.trainer.world_size,
+                rank=self.trainer.global_rank,
+                shuffle=False,
+            )
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_fn or self.collate,

@@ -77,13 +77,9 @@ def instantiate_callbacks(config: DictConfig | None, has_logger: bool) -> list[C
 
 
 def finish_loggers(loggers: list[Logger]) -> None:
-    """Close wandb runs so that every run (each job of a multirun too) is complete on disk."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            import wandb
+    """Close the wandb run, so that every run (each job of a multirun too) is complete on disk;
+    an offline run then prints the `wandb sync` command that uploads it."""
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
 
-            run_dir = logger.experiment.dir if logger.experiment else None
-            offline = logger._offline
-            wandb.finish()
-            if offline and run_dir:
-                log.info("wandb ran offline; upload with: wandb sync %s", Path(run_dir).parent)
+        wandb.finish()

@@ -12,12 +12,14 @@ import rich
 import rich.syntax
 import rich.table
 import rich.tree
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 # The order groups appear in the printed tree; the rest follow.
 TREE_ORDER = ("data", "model", "callbacks", "logger", "trainer", "paths")
 
 
+@rank_zero_only
 def print_config_tree(cfg: DictConfig, save_dir: str | Path | None = None) -> None:
     """Print the resolved config as a tree and save it (``config.yaml``, ``config_tree.log``)."""
     tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
