@@ -87,7 +87,7 @@ def test_adding_target_is_the_sum_of_the_two_marked_values_one_marker_per_half()
         assert len(marked) == 2 and set(markers.unique().tolist()) == {0.0, 1.0}
         assert marked[0] < 21 // 2 <= marked[1]
         assert y.shape == () and y == pytest.approx(float(values[marked].sum()))
-        assert 0 <= values.min() and values.max() <= 1
+        assert values.min() >= 0 and values.max() <= 1
     assert datamodule.model_kwargs() == {"input_size": 2, "output_size": 1}
 
 
@@ -125,7 +125,7 @@ def test_copy_batches_have_per_step_targets() -> None:
 
 def test_copy_refuses_more_sequences_than_the_alphabet_allows() -> None:
     # 2**3 = 8 distinct symbol strings cannot fill 80 distinct sequences.
-    with pytest.raises(ValueError, match="data.n_symbols=3: .* only 8 distinct sequences"):
+    with pytest.raises(ValueError, match=r"data\.n_symbols=3: .* only 8 distinct sequences"):
         CopyDataModule(n_symbols=3, alphabet_size=2, **SMALL)
 
 

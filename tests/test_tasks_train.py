@@ -1,0 +1,75 @@
+"""train(cfg) end to end on every new data option, and the errors that stop a run early."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra.errors import InstantiationException, MissingConfigException
+
+from seqlab.pipeline import build_datamodule
+from seqlab.train import train
+
+SMALL = ["data.train_size=64", "data.val_size=32", "data.test_size=32"]
+DATA = {
+    "adding": ([*SMALL, "data.seq_len=20"], {"test/mse", "test/mae"}),
+    "copy": ([*SMALL, "data.delay=5", "data.n_symbols=3"], {"test/acc"}),
+    "sine": (
+        [*SMALL, "data.seq_len=30", "data.min_len=10", "data.rollout_horizon=4"],
+        {"test/mse", "test/rollout_mse", "test/persistence_mse"},
+    ),
+    "sunspots": (["data.window=10"], {"test/mae", "test/persistence_mae", "test/rollout_mae"}),
+    "spoken_digits": ([], {"test/acc", "test/f1"}),
+}
+CAUSAL = {"sine", "sunspots"}
+CASES = [(data, model) for data in DATA for model in ("lstm", "bilstm")]
+
+
+@pytest.mark.parametrize(
+    ("data", "model"), [case for case in CASES if not (case[0] in CAUSAL and case[1] == "bilstm")]
+)
+def test_one_batch_of_each_stage_trains_tests_and_reports(make_cfg, data: str, model: str) -> None:
+    overrides, expected = DATA[data]
+    cfg = make_cfg(f"data={data}", f"model={model}", "debug=fdr", *overrides)
+    metrics = train(cfg)
+    assert expected | {"test/loss", "time/fit_seconds"} <= set(metrics)
+    assert all(v == v for v in metrics.values())  # no NaN
+    run_dir = Path(cfg.paths.output_dir)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert expected <= set(saved)
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert timing["fit_seconds"] == pytest.approx(metrics["time/fit_seconds"])
+
+
+@pytest.mark.parametrize("data", sorted(CAUSAL))
+def test_bidirectional_model_on_a_causal_task_fails_before_training(make_cfg, data: str) -> None:
+    cfg = make_cfg(f"data={data}", "model=bilstm", "debug=fdr", *DATA[data][0])
+    with pytest.raises(ValueError, match=r"model\.encoder\.bidirectional=true.*model=lstm"):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_unknown_data_option_lists_the_available_ones(make_cfg) -> None:
+    with pytest.raises(MissingConfigException, match=r"(?s)Available options.*adding.*sunspots"):
+        make_cfg("data=no_such_data")
+
+
+def test_unknown_ucr_name_fails_naming_the_key(make_cfg) -> None:
+    cfg = make_cfg("data=ucr", "data.name=NoSuchSet")
+    with pytest.raises(ValueError, match=r"data\.name='NoSuchSet'.*Available: .*ItalyPowerDemand"):
+        build_datamodule(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data=adding", "data.seq_len=1"], "data.seq_len=1: must be >= 2"),
+        (["data=sine", "data.rollout_horizon=100"], "data.rollout_horizon=100"),
+        (["data=sunspots", "data.window=0"], "data.window=0"),
+    ],
+)
+def test_bad_data_values_fail_before_training_naming_the_key(make_cfg, overrides, message) -> None:
+    # Hydra wraps the data module's ValueError, keeping its message.
+    with pytest.raises(InstantiationException, match=message):
+        train(make_cfg(*overrides, "debug=fdr"))
