@@ -40,6 +40,7 @@ def test_one_batch_of_each_stage_trains_tests_and_reports(make_cfg, data: str, m
     assert expected <= set(saved)
     timing = json.loads((run_dir / "timing.json").read_text())
     assert timing["fit_seconds"] == pytest.approx(metrics["time/fit_seconds"])
+    assert timing["fit_cpu_seconds"] > 0
 
 
 @pytest.mark.parametrize("data", sorted(CAUSAL))

@@ -2,7 +2,7 @@
 
 Each run folder (``logs/<task_name>/runs/<time>/``) holds ``metrics.json`` (test metrics),
 ``.hydra/config.yaml`` (the composed config: ``task_name``, ``seed``, ...) and ``timing.json``
-(the fit's wall time). A row per experiment with a known reference; several seeds of one
+(the fit's wall and CPU time). A row per experiment with a known reference; several seeds of one
 experiment are averaged, and a rerun with the same seed replaces the older run.
 """
 
@@ -82,6 +82,7 @@ class Run:
     seed: int
     metrics: dict[str, float]
     fit_seconds: float | None
+    fit_cpu_seconds: float | None
     finished: float  # mtime of metrics.json: the latest run of a seed wins
 
 
@@ -92,15 +93,14 @@ def read_run(path: Path) -> Run | None:
     if not metrics_file.is_file() or config is None:
         return None
     timing_file = path / "timing.json"
-    fit_seconds = None
-    if timing_file.is_file():
-        fit_seconds = float(json.loads(timing_file.read_text())["fit_seconds"])
+    timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
     return Run(
         path=path,
         experiment=str(config.get("task_name", "")),
         seed=int(config.get("seed", -1)),
         metrics={k: float(v) for k, v in json.loads(metrics_file.read_text()).items()},
-        fit_seconds=fit_seconds,
+        fit_seconds=timing.get("fit_seconds"),
+        fit_cpu_seconds=timing.get("fit_cpu_seconds"),
         finished=metrics_file.stat().st_mtime,
     )
 
@@ -139,8 +139,12 @@ def _number(value: float, percent: bool) -> str:
     return f"{100 * value:.1f}" if percent else f"{value:.3g}"
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+def _mean_duration(seconds: Sequence[float | None]) -> str:
+    known = [s for s in seconds if s is not None]
+    if not known:
+        return "—"
+    mean = statistics.fmean(known)
+    return f"{mean:.0f} s" if mean < 120 else f"{mean / 60:.1f} min"
 
 
 def table_rows(runs: Iterable[Run]) -> list[list[str]]:
@@ -175,16 +179,18 @@ def _row(ref: Reference, runs: list[Run]) -> list[str]:
         met = all(ref.met(r.metrics[ref.metric], r.metrics[ref.target]) for r in runs)
     else:
         met = ref.met(mean, ref.target)
-    seconds = [r.fit_seconds for r in runs if r.fit_seconds is not None]
-    wall = "—"
-    if seconds:
-        wall = _duration(statistics.fmean(seconds)) + (" per run" if len(runs) > 1 else "")
+    wall = _mean_duration([r.fit_seconds for r in runs])
+    cpu = _mean_duration([r.fit_cpu_seconds for r in runs])
+    if cpu != "—":
+        wall += f" ({cpu} CPU)"
+    if wall != "—" and len(runs) > 1:
+        wall += " per run"
     seeds = ", ".join(str(r.seed) for r in runs)
     return [ref.task, ref.metric, reference, f"{value} {'✓' if met else '✗'}", seeds, wall]
 
 
 def markdown_table(rows: Sequence[Sequence[str]]) -> str:
-    header = ["task", "metric", "reference", "seqlab", "seed(s)", "CPU wall time (fit)"]
+    header = ["task", "metric", "reference", "seqlab", "seed(s)", "fit wall time (CPU time)"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
