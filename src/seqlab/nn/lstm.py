@@ -12,6 +12,7 @@ the research options live (layer norm, recurrent dropout, forget-gate bias).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,33 @@ def _reverse_index(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
     lengths = lengths.to(device)
     t = torch.arange(steps, device=device).unsqueeze(1)
     return torch.where(t < lengths, lengths - 1 - t, t)
+
+
+class _BidirectionalRows(NamedTuple):
+    """Row indices that move data between the layout a bidirectional layer computes in and the
+    layout of torch's output. Flattened (T * B) rows for `first_input`; (2 * T * B) rows of a
+    layer's (2, T, B, Hp) outputs for the other two."""
+
+    first_input: Tensor  # (2 * T * B,): x -> (2, T, B, D), the reverse half reversed in time
+    output: Tensor  # (T * B * 2,): outputs -> (T, B, 2 * Hp), both halves in natural time
+    next_input: Tensor  # (2 * T * B * 2,): outputs -> the next layer's (2, T, B, 2 * Hp)
+
+
+def _bidirectional_rows(
+    steps: int, batch: int, reverse_index: Tensor | None, device: torch.device
+) -> _BidirectionalRows:
+    t = torch.arange(steps, device=device).unsqueeze(1)
+    b = torch.arange(batch, device=device)
+    reverse = reverse_index if reverse_index is not None else (steps - 1 - t).expand(steps, batch)
+    own = t * batch + b  # row of (t, b)
+    mirrored = reverse * batch + b  # row of (t reversed within the sequence, b)
+    # Output at (t, b): forward half from step t, backward half from the step the reverse
+    # direction was at when it read t.
+    output = torch.stack([own, steps * batch + mirrored], dim=-1)  # (T, B, 2)
+    next_input = torch.stack([output, output.view(-1, 2)[mirrored]])  # (2, T, B, 2)
+    return _BidirectionalRows(
+        torch.stack([own, mirrored]).flatten(), output.flatten(), next_input.flatten()
+    )
 
 
 class LSTM(nn.LSTM):
@@ -341,13 +369,14 @@ class LSTM(nn.LSTM):
             batch_sizes = (sorted_lengths.unsqueeze(0) > t).sum(1).tolist()
             if self.bidirectional:
                 reverse_index = _reverse_index(sorted_lengths, steps, x.device)
+        if not self.layer_norm:
+            return self._run_fast_layers(x, hx, batch_sizes, reverse_index)
         dirs = self.num_directions
         h_n, c_n = [], []
         layer_input = x
         for layer in range(self.num_layers):
             first, last = layer * dirs, (layer + 1) * dirs
-            run_layer = self._layer_norm_layer if self.layer_norm else self._fast_layer
-            layer_output, h, c = run_layer(
+            layer_output, h, c = self._layer_norm_layer(
                 layer_input, layer, hx[0][first:last], hx[1][first:last], batch_sizes, reverse_index
             )
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
@@ -356,6 +385,52 @@ class LSTM(nn.LSTM):
             h_n.append(h)
             c_n.append(c)
         return layer_input, (torch.cat(h_n), torch.cat(c_n))
+
+    def _run_fast_layers(
+        self,
+        x: Tensor,
+        hx: State,
+        batch_sizes: list[int] | None,
+        reverse_index: Tensor | None,
+    ) -> tuple[Tensor, State]:
+        """Same contract as `_run_layers`, through `recurrence.lstm_layer`.
+
+        Each layer reads (dirs, T, B, D) inputs, the reverse direction's reversed in time, and
+        returns (dirs, T, B, Hp) outputs in the same per-direction time. Between bidirectional
+        layers one row gather turns those outputs into the next layer's inputs, instead of
+        reversing, concatenating, reversing again and stacking (four full copies).
+        """
+        steps, batch, features = x.shape
+        dirs = self.num_directions
+        if self.bidirectional:
+            rows = _bidirectional_rows(steps, batch, reverse_index, x.device)
+            flat_x = x.reshape(steps * batch, features)
+            layer_input = flat_x.index_select(0, rows.first_input).view(2, steps, batch, features)
+        else:
+            layer_input = x.unsqueeze(0)
+        h_n, c_n = [], []
+        for layer in range(self.num_layers):
+            first, last = layer * dirs, (layer + 1) * dirs
+            outputs, h, c = self._fast_layer(
+                layer_input, layer, hx[0][first:last], hx[1][first:last], batch_sizes
+            )
+            h_n.append(h)
+            c_n.append(c)
+            last_layer = layer == self.num_layers - 1
+            if self.training and self.dropout > 0 and not last_layer:
+                # Every element of the layer's output appears once in `outputs`: same law.
+                outputs = F.dropout(outputs, self.dropout, training=True)
+            if not self.bidirectional:
+                layer_input = outputs
+                continue
+            flat_outputs = outputs.reshape(2 * steps * batch, -1)
+            if last_layer:
+                layer_input = flat_outputs.index_select(0, rows.output).view(steps, batch, -1)
+            else:
+                layer_input = flat_outputs.index_select(0, rows.next_input)
+                layer_input = layer_input.view(2, steps, batch, -1)
+        output = layer_input if self.bidirectional else layer_input[0]
+        return output, (torch.cat(h_n), torch.cat(c_n))
 
     def _weights(self, name: str, layer: int) -> list[Tensor]:
         """One parameter for every direction of `layer`, e.g. [weight_hh_l1, weight_hh_l1_reverse]."""
@@ -387,32 +462,20 @@ class LSTM(nn.LSTM):
         h0: Tensor,
         c0: Tensor,
         batch_sizes: list[int] | None,
-        reverse_index: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """(T, B, D) -> (T, B, dirs * Hp), h_n (dirs, B, Hp), c_n (dirs, B, H)."""
+        """(dirs, T, B, D) -> (dirs, T, B, Hp), h_n (dirs, B, Hp), c_n (dirs, B, H)."""
         biases = self._gate_biases(layer)
-        if self.bidirectional:
-            # The reverse direction reads its input reversed in time, so both directions step
-            # forward together and share every per-step kernel launch.
-            x_dirs = torch.stack([x, reverse_time(x, reverse_index)])
-        else:
-            x_dirs = x.unsqueeze(0)
-        w_hr = torch.stack(self._weights("weight_hr", layer)) if self.proj_size else None
-        outputs, h_n, c_n = lstm_layer(
-            x_dirs,
+        return lstm_layer(
+            x,
             torch.stack(self._weights("weight_ih", layer)),
             torch.stack(biases) if biases[0] is not None else None,
             torch.stack(self._weights("weight_hh", layer)),
             h0,
             c0,
-            w_hr=w_hr,
-            recurrent_mask=self._recurrent_mask(x.size(1), x),
+            w_hr=torch.stack(self._weights("weight_hr", layer)) if self.proj_size else None,
+            recurrent_mask=self._recurrent_mask(x.size(2), x),
             batch_sizes=batch_sizes,
         )
-        if not self.bidirectional:
-            return outputs[0], h_n, c_n
-        backward = reverse_time(outputs[1], reverse_index)
-        return torch.cat([outputs[0], backward], dim=-1), h_n, c_n
 
     def _layer_norm_layer(
         self,
