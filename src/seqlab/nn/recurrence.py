@@ -100,6 +100,14 @@ class _BatchedLinear:
             return self._product(x, 0).unsqueeze(0)
         return torch.stack([self._product(x, d) for d in range(len(self.packed))])
 
+    def write_to(self, out: Tensor, x: Tensor) -> None:
+        """out = x @ weight^T (+ bias), in place."""
+        if self.packed is None:
+            out.copy_(self(x))
+            return
+        for direction in range(len(self.packed)):
+            out[direction] = self._product(x, direction)
+
     def add_to(self, out: Tensor, x: Tensor) -> None:
         """out += x @ weight^T, in place (the bias is not added)."""
         if self.packed is None:
@@ -247,15 +255,16 @@ class _LSTMLayer(torch.autograd.Function):
             # (2i: the cell gate's pre-activation is doubled, see the class docstring).
             d_gates_t = d_gates[:, t, :rows]
             torch.addcmul(acts, acts, acts, value=-1, out=d_gates_t)
-            d_i, d_f, d_g, d_o = d_gates_t.unflatten(-1, (4, hidden)).unbind(-2)
-            d_i.mul_(g_sigmoid * 2 - 1).mul_(dc_t)
-            d_f.mul_(c_prev).mul_(dc_t)
-            d_g.mul_(i).mul_(dc_t).mul_(2)
+            d_gates4 = d_gates_t.unflatten(-1, (4, hidden))
+            d_i, d_f, d_g, d_o = d_gates4.unbind(-2)
+            d_i.mul_(g_sigmoid * 2 - 1)
+            d_f.mul_(c_prev)
+            d_g.mul_(i).mul_(2)
+            d_gates4[..., :3, :].mul_(dc_t.unsqueeze(-2))
             d_o.mul_(tanh_cell).mul_(dh_t)
-            dh_prev = recurrent_t(d_gates_t)
+            recurrent_t.write_to(dh[:, :rows], d_gates_t)
             if recurrent_mask is not None:
-                dh_prev.mul_(recurrent_mask[:, :rows])
-            dh[:, :rows] = dh_prev
+                dh[:, :rows].mul_(recurrent_mask[:, :rows])
             torch.mul(dc_t, f, out=dc[:, :rows])
 
         needs = ctx.needs_input_grad
