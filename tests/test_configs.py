@@ -104,3 +104,9 @@ def test_run_folder_is_under_logs_task_name(make_cfg) -> None:
     assert cfg.hydra.run.dir.startswith(f"{cfg.paths.log_dir}/train/runs/")
     assert cfg.hydra.sweep.dir.startswith(f"{cfg.paths.log_dir}/train/multiruns/")
     assert Path(cfg.paths.output_dir).name == "run"
+
+
+@pytest.mark.parametrize("hydra_option", options("hydra"))
+def test_hydra_options_compose(make_cfg, hydra_option: str) -> None:
+    cfg = make_cfg(f"hydra={hydra_option}", "trainer=ddp_cpu")
+    assert cfg.hydra.sweep.dir.startswith(f"{cfg.paths.log_dir}/train/multiruns/")
