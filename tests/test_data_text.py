@@ -124,6 +124,7 @@ def test_text_splits_are_contiguous_parts_of_the_file(tmp_path: Path) -> None:
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "must leave some text for training"),
         ({"batch_size": 0}, "data.batch_size=0"),
         ({"bptt": 0}, "data.bptt=0"),
+        ({"epochs_per_pass": 0}, "data.epochs_per_pass=0"),
         ({"num_workers": 2}, "data.num_workers=2"),
         ({"path": ""}, "data.path is not set"),
     ],
@@ -171,6 +172,33 @@ def test_chunks_continue_each_stream_exactly_where_the_last_batch_ended(
     assert x.tolist() == [list(range(j * length, (j + 1) * length - 1)) for j in range(n_streams)]
 
 
+def test_epochs_per_pass_read_consecutive_stretches_of_every_stream() -> None:
+    streams = batchify(torch.arange(2 * 101), 2)  # 100 inputs per stream: 10 chunks of 10
+    chunks = BPTTChunks(streams, bptt=10, parts=3)
+    assert len(chunks) == 3  # 10 // 3: the last chunk is left over
+    epochs = [torch.cat([b["x"] for b in chunks], dim=1) for _ in range(4)]
+    assert epochs[0].tolist() == [list(range(0, 30)), list(range(101, 131))]
+    assert epochs[1][:, 0].tolist() == [30, 131] and epochs[2][:, -1].tolist() == [89, 190]
+    assert torch.equal(epochs[3], epochs[0])  # the next pass starts over
+
+
+def test_epochs_per_pass_follow_the_trainers_epoch(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(chr(ord("a") + i % 26) for i in range(3000)))
+    datamodule = TextDataModule(path, batch_size=2, bptt=10, epochs_per_pass=4)
+    datamodule.setup()
+    # A run resumed at epoch 6 reads the third quarter of the pass, whatever came before.
+    datamodule.trainer = SimpleNamespace(global_rank=0, world_size=1, current_epoch=6)  # type: ignore[assignment]
+    loader = datamodule.train_dataloader()
+    first = next(iter(loader))["x"]
+    streams = shard_streams(datamodule.ids["train"], 2)
+    assert torch.equal(first, streams[:, 2 * len(loader) * 10 :][:, :10])
+    # Validation and test always read their whole text.
+    assert len(datamodule.val_dataloader()) == len(
+        BPTTChunks(batchify(datamodule.ids["val"], 2), 10)
+    )
+
+
 def test_batchify_drops_only_the_remainder() -> None:
     streams = batchify(torch.arange(11), 3)
     assert streams.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
@@ -178,7 +206,9 @@ def test_batchify_drops_only_the_remainder() -> None:
 
 def attach_rank(datamodule: TextDataModule, rank: int, world_size: int) -> None:
     """What Lightning's trainer tells a data module under DDP, without starting processes."""
-    datamodule.trainer = SimpleNamespace(global_rank=rank, world_size=world_size)  # type: ignore[assignment]
+    datamodule.trainer = SimpleNamespace(  # type: ignore[assignment]
+        global_rank=rank, world_size=world_size, current_epoch=0
+    )
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from seqlab.data.text import UNK, TextDataModule, shard_streams
 from seqlab.pipeline import build_datamodule, build_model
@@ -252,12 +253,19 @@ def test_a_short_run_learns_the_text(make_cfg, corpus: Path) -> None:
     assert metrics["test/bpc"] < 2.5
 
 
-def test_shakespeare_experiment_builds_a_causal_character_model(make_cfg) -> None:
+def test_shakespeare_experiment_builds_a_causal_model_with_its_own_lr_schedule(make_cfg) -> None:
     cfg = make_cfg("experiment=shakespeare", tiny=False)
     model = build_model(cfg, build_datamodule(cfg))
     assert isinstance(model, LanguageModel)
-    assert cfg.data.batch_size * cfg.data.bptt >= 2048
     assert not cfg.model.encoder.bidirectional
+    # The experiment's cosine schedule replaced model/lstm.yaml's plateau schedule whole,
+    # with none of its keys (mode, factor, patience) merged in.
+    assert model.hparams["scheduler"] == {
+        "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+        "T_max": cfg.trainer.max_epochs,
+    }
+    optimizers = model.configure_optimizers()
+    assert isinstance(optimizers["lr_scheduler"]["scheduler"], CosineAnnealingLR)
 
 
 # --- DDP -------------------------------------------------------------------------------------

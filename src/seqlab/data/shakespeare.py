@@ -134,9 +134,10 @@ class ShakespeareDataModule(CharLMDataModule):
         test_plays: Sequence[str] = TEST_PLAYS,
         batch_size: int = 64,
         bptt: int = 128,
+        epochs_per_pass: int = 1,
         num_workers: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, bptt=bptt, num_workers=num_workers)
+        super().__init__(batch_size, bptt, epochs_per_pass, num_workers)
         self.save_hyperparameters(logger=False)
         self.plays = split_plays(list(val_plays), list(test_plays))
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -116,22 +116,44 @@ class BPTTChunks(IterableDataset):
     Each batch is ``{"x": (B, T), "y": (B, T), "lengths": (B,)}`` with ``y`` the next
     character of ``x`` (``T = bptt``, the last chunk shorter). Every stream in a chunk is full,
     so ``lengths`` is ``T`` throughout: it is there for seqlab's batch contract only.
+
+    With ``parts > 1`` one pass over the streams is cut into ``parts`` epochs: epoch ``e`` reads
+    the ``(e mod parts)``-th of ``parts`` consecutive runs of chunks (the chunks left over by the
+    division are dropped). ``epoch()`` says which epoch is starting; without it each iteration
+    counts as the next epoch.
     """
 
-    def __init__(self, streams: Tensor, bptt: int) -> None:
+    def __init__(
+        self,
+        streams: Tensor,
+        bptt: int,
+        parts: int = 1,
+        epoch: Callable[[], int | None] | None = None,
+    ) -> None:
         super().__init__()
         if streams.dim() != 2 or streams.size(1) < 2:
             raise ValueError(f"streams must be (B, L) with L >= 2, got {tuple(streams.shape)}")
         self.streams = streams
         self.bptt = bptt
+        self.n_chunks = math.ceil((streams.size(1) - 1) / bptt)
+        if not 1 <= parts <= self.n_chunks:
+            raise ValueError(f"parts={parts}: must be between 1 and the {self.n_chunks} chunks")
+        self.parts = parts
+        self.epoch = epoch
+        self._iterations = 0
 
     def __len__(self) -> int:
-        return math.ceil((self.streams.size(1) - 1) / self.bptt)
+        return self.n_chunks // self.parts
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        epoch = self.epoch() if self.epoch is not None else None
+        if epoch is None:
+            epoch = self._iterations
+        self._iterations += 1
+        first = epoch % self.parts * len(self)
         n_inputs = self.streams.size(1) - 1  # the last character is only ever a target
-        for start in range(0, n_inputs, self.bptt):
-            end = min(start + self.bptt, n_inputs)
+        for chunk in range(first, first + len(self)):
+            start, end = chunk * self.bptt, min((chunk + 1) * self.bptt, n_inputs)
             x = self.streams[:, start:end]
             yield {
                 "x": x,
@@ -148,16 +170,23 @@ class CharLMDataModule(L.LightningDataModule):
     docstring. ``data.batch_size`` is the number of streams per rank, ``data.bptt`` the
     chunk length (how many steps gradients flow back through).
 
-    With ``trainer.limit_train_batches`` every epoch sees the *first* part of each stream
-    only; prefer ``max_steps`` or ``val_check_interval`` to cut a run short.
+    ``data.epochs_per_pass=k`` cuts one pass over the training text into ``k`` epochs, each
+    reading the next stretch of every stream: validation, checkpoints and epoch-wise learning-rate
+    schedules then come ``k`` times per pass. (``trainer.limit_train_batches`` would instead
+    read the *first* part of each stream again every epoch.)
     """
 
     task = "language_modeling"
 
-    def __init__(self, batch_size: int = 64, bptt: int = 128, num_workers: int = 0) -> None:
+    def __init__(
+        self, batch_size: int = 64, bptt: int = 128, epochs_per_pass: int = 1, num_workers: int = 0
+    ) -> None:
         super().__init__()
         check_option("batch_size", batch_size, batch_size >= 1, "must be a positive integer")
         check_option("bptt", bptt, bptt >= 1, "must be a positive integer")
+        check_option(
+            "epochs_per_pass", epochs_per_pass, epochs_per_pass >= 1, "must be a positive integer"
+        )
         check_option(
             "num_workers",
             num_workers,
@@ -167,6 +196,7 @@ class CharLMDataModule(L.LightningDataModule):
         )
         self.batch_size = batch_size
         self.bptt = bptt
+        self.epochs_per_pass = epochs_per_pass
         self.vocabulary: Vocabulary | None = None
         self.ids: dict[str, Tensor] = {}
 
@@ -205,14 +235,22 @@ class CharLMDataModule(L.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
+    def _current_epoch(self) -> int | None:
+        # The trainer's count, so a run resumed from a checkpoint reads the right stretch.
+        return None if self.trainer is None else self.trainer.current_epoch
+
     def _loader(self, split: str) -> DataLoader:
         if not self.ids:
             raise RuntimeError("call setup() before asking the data module for data loaders")
         rank, world_size = self._rank_and_world_size()
         self._check_length(split, world_size)
         streams = shard_streams(self.ids[split], self.batch_size, rank, world_size)
+        if split == "train":
+            chunks = BPTTChunks(streams, self.bptt, self.epochs_per_pass, self._current_epoch)
+        else:  # validation and test always read their whole text
+            chunks = BPTTChunks(streams, self.bptt)
         # batch_size=None: the dataset yields whole batches.
-        return DataLoader(BPTTChunks(streams, self.bptt), batch_size=None)
+        return DataLoader(chunks, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -238,9 +276,10 @@ class TextDataModule(CharLMDataModule):
         test_fraction: float = 0.1,
         batch_size: int = 64,
         bptt: int = 128,
+        epochs_per_pass: int = 1,
         num_workers: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, bptt=bptt, num_workers=num_workers)
+        super().__init__(batch_size, bptt, epochs_per_pass, num_workers)
         if not path:
             raise ValueError("data.path is not set: data=text data.path=FILE (a UTF-8 text file)")
         for key, value in (
