@@ -20,11 +20,12 @@ from lightning.pytorch.callbacks import Callback
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from seqlab.data.text import UNK, TextDataModule, shard_streams
+from seqlab.evaluate import evaluate
 from seqlab.pipeline import build_datamodule, build_model
 from seqlab.tasks import TASKS
 from seqlab.tasks.language_model import BitsPerCharacter, LanguageModel
 from seqlab.train import train
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, compose_config
 
 ENCODER = {"hidden_size": 12, "num_layers": 2, "dropout": 0.0}
 OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 0.01}
@@ -233,6 +234,17 @@ def test_fast_dev_run_on_a_text_file_trains_and_tests(make_cfg, corpus: Path) ->
     assert {"test/loss", "test/bpc"} <= set(metrics)
     saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert saved["test/bpc"] == pytest.approx(metrics["test/bpc"])
+
+
+def test_eval_of_the_best_checkpoint_reproduces_the_test_bpc(
+    make_cfg, corpus: Path, tmp_path: Path
+) -> None:
+    overrides = ["data=text", f"data.path={corpus}", "data.batch_size=4", "data.bptt=16"]
+    cfg = make_cfg(*overrides, "trainer.max_epochs=2")
+    metrics = train(cfg)
+    (best,) = (Path(cfg.paths.output_dir) / "checkpoints").glob("epoch_*.ckpt")
+    again = evaluate(compose_config("eval", [*overrides, f"ckpt_path={best}"], tmp_path / "eval"))
+    assert again["test/bpc"] == pytest.approx(metrics["test/bpc"], abs=1e-6)
 
 
 def test_a_short_run_learns_the_text(make_cfg, corpus: Path) -> None:
