@@ -77,6 +77,8 @@ class SequenceDataModule(L.LightningDataModule):
         super().__init__()
         check_option("batch_size", batch_size, batch_size >= 1, "must be a positive integer")
         check_option("num_workers", num_workers, num_workers >= 0, "must be >= 0")
+        # Collects the subclass's constructor arguments too; checkpoints keep them.
+        self.save_hyperparameters(logger=False)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.datasets: dict[str, Dataset] = {}

@@ -52,7 +52,6 @@ class SpokenDigitsDataModule(SequenceDataModule):
         super().__init__(batch_size, num_workers)
         check_option("test_fraction", test_fraction, 0 < test_fraction < 1, "must be in (0, 1)")
         check_option("val_fraction", val_fraction, 0 < val_fraction < 1, "must be in (0, 1)")
-        self.save_hyperparameters(logger=False)
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction
         self.split_seed = split_seed

@@ -71,7 +71,6 @@ class SunspotsDataModule(SequenceDataModule):
             0 <= rollout_horizon <= window,
             f"must be in [0, data.window={window}]",
         )
-        self.save_hyperparameters(logger=False)
         self.window = window
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction

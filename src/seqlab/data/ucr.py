@@ -124,7 +124,6 @@ class UCRDataModule(SequenceDataModule):
         super().__init__(batch_size, num_workers)
         check_option("val_fraction", val_fraction, 0 <= val_fraction < 1, "must be in [0, 1)")
         check_option("noise_std", noise_std, noise_std >= 0, "must be >= 0 (0: no noise)")
-        self.save_hyperparameters(logger=False)
         self.name = name
         self.data_dir = data_dir
         self.val_fraction = val_fraction
