@@ -33,6 +33,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# "process" counts this process's CPU seconds instead of wall seconds: on a shared machine it
+# ignores time spent waiting for a core (honest with one thread; with several it adds them up).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
+CLOCK = "wall"
+
+
 def time_once(fn: Callable[[], Any], device: torch.device) -> float:
     """Seconds for one call of `fn`; CUDA is timed with events around a synchronised call."""
     if device.type == "cuda":
@@ -43,9 +49,10 @@ def time_once(fn: Callable[[], Any], device: torch.device) -> float:
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1000.0
-    start_time = time.perf_counter()
+    clock = CLOCKS[CLOCK]
+    start_time = clock()
     fn()
-    return time.perf_counter() - start_time
+    return clock() - start_time
 
 
 def time_interleaved(
@@ -201,7 +208,9 @@ def run_encoder(args: argparse.Namespace) -> dict:
         for key in ("batch_size", "time_steps", "input_size", "hidden_size", "layers", "dropout")
     }
     result: dict[str, Any] = {"config": config, "matmul_gflops": roof, "directions": {}}
-    print(f"\n== encoder: {config}, device {device}, fp32 matmul roof {roof:.1f} GFLOP/s")
+    print(
+        f"\n== encoder: {config}, device {device}, fp32 matmul roof {roof:.1f} GFLOP/s", flush=True
+    )
 
     x = torch.rand(args.batch_size, args.time_steps, args.input_size, device=device)
     header = f"{'':15}{'impl':>14}{'best s':>10}{'median s':>10}{'GFLOP/s':>10}{'% roof':>8}"
@@ -218,8 +227,8 @@ def run_encoder(args: argparse.Namespace) -> dict:
             bidirectional,
         )
         entry: dict[str, Any] = {"max_abs_difference_vs_fused": differences}
-        print(f"\n{direction}: outputs match fused (max |diff| {differences})")
-        print(header)
+        print(f"\n{direction}: outputs match fused (max |diff| {differences})", flush=True)
+        print(header, flush=True)
         for pass_name, make, flops in (
             ("forward", _forward, forward_flops),
             ("forward_backward", _forward_backward, 3 * forward_flops),  # backward ~ 2x forward
@@ -235,14 +244,15 @@ def run_encoder(args: argparse.Namespace) -> dict:
                 timing["share_of_matmul"] = timing["gflops"] / roof
                 print(
                     f"{pass_name:15}{name:>14}{timing['best_s']:10.3f}{timing['median_s']:10.3f}"
-                    f"{timing['gflops']:10.1f}{100 * timing['share_of_matmul']:7.0f}%"
+                    f"{timing['gflops']:10.1f}{100 * timing['share_of_matmul']:7.0f}%",
+                    flush=True,
                 )
             ratios = {
                 name: timing["best_s"] / timings["fused"]["best_s"]
                 for name, timing in timings.items()
                 if name != "fused"
             }
-            print(f"{'':15}{'ratio to fused (best): ':>24}{ratios}")
+            print(f"{'':15}{'ratio to fused (best): ':>24}{ratios}", flush=True)
             entry[pass_name] = {"timings": timings, "ratio_to_fused": ratios}
         result["directions"][direction] = entry
 
@@ -258,7 +268,7 @@ def _run_precisions(args: argparse.Namespace, device: torch.device, x: torch.Ten
         precision["bf16"] = "unsupported"
     models = _lstm_pair(argparse.Namespace(**{**vars(args), "compile": False}), True, device)
     impls = ("fused", "loop") if device.type == "cuda" else ("fused",)
-    print(f"\nprecision (bidirectional, impls {impls}):")
+    print(f"\nprecision (bidirectional, impls {impls}):", flush=True)
     for impl in impls:
         for pass_name, make in (("forward", _forward), ("forward_backward", _forward_backward)):
             timings = time_interleaved(
@@ -274,7 +284,8 @@ def _run_precisions(args: argparse.Namespace, device: torch.device, x: torch.Ten
             for name, timing in timings.items():
                 print(
                     f"  {impl:6}{pass_name:18}{name:6}{timing['best_s']:10.3f} s"
-                    f"   speed-up vs fp32 {speedups[name]:.2f}x"
+                    f"   speed-up vs fp32 {speedups[name]:.2f}x",
+                    flush=True,
                 )
             precision.setdefault(impl, {})[pass_name] = {
                 "timings": timings,
@@ -310,6 +321,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--clock", choices=sorted(CLOCKS), default="wall", help="CPU timing: wall or process time"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--time-steps", type=int, default=192)
     parser.add_argument("--input-size", type=int, default=258)
@@ -344,13 +358,16 @@ def environment() -> dict:
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "clock": CLOCK,
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "mkldnn": torch.backends.mkldnn.is_available(),
     }
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
+    global CLOCK
     args = parse_args(argv)
+    CLOCK = args.clock
     if args.threads:
         torch.set_num_threads(args.threads)
     results: dict[str, Any] = {
@@ -365,9 +382,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for name in args.sections.split(","):
         results["sections"][name] = SECTIONS[name](args)
     results["total_seconds"] = time.perf_counter() - started
-    print(f"\ntotal {results['total_seconds']:.1f} s")
+    print(f"\ntotal {results['total_seconds']:.1f} s", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.json}")
+        print(f"wrote {args.json}", flush=True)
     return results
