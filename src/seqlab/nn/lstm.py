@@ -124,7 +124,11 @@ class LSTM(nn.LSTM):
 
     `forward(input, hx=None, *, lengths=None)`: `lengths` (B,) marks a padded batch. Padding then
     never influences a real step in either direction, h_n / c_n are each sequence's state at its
-    last real step, and outputs at padded steps are zero.
+    last real step, and outputs at padded steps are zero. The fused implementation does this with
+    pack_padded_sequence(enforce_sorted=False) and pads the result back to the input's T.
+
+    torch.compile is opt-in: `torch.compile(model)` works with impl="loop" (the time loop is
+    unrolled, so compiling takes a while for long sequences).
     """
 
     def __init__(

@@ -62,58 +62,71 @@ class _BatchedLinear:
     GEMM-friendly layout, the kernel torch.compile uses for linear layers on CPU. Measured here
     (AVX-512, float32) against torch.bmm, which goes through MKL and repacks the weight on every
     call: 15-30% faster for the per-step (64 x 512) @ (512 x 2048) product, and ~98 vs ~82
-    GFLOP/s for the large input projection (still ahead after stacking two directions' results).
-    Elsewhere it is one batched matmul.
+    GFLOP/s for a large input projection. oneDNN has no `out=`, though: for two directions,
+    stacking its two results into one (2, T * B, 4H) tensor costs more than it gains, so large
+    two-direction products are two MKL matmuls written straight into their halves.
+    Elsewhere (GPU, other dtypes) it is one batched matmul.
     """
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None, *, rows_hint: int) -> None:
         self.weight = weight  # (dirs, N, K)
         self.bias = bias  # (dirs, N)
-        self.packed: list[Tensor] | None = None
-        if (
+        self.rows_hint = rows_hint
+        self.on_cpu = weight.device.type == "cpu"
+        self.use_onednn = (
             PACK_WEIGHTS
             # torch.compile cannot trace packing a weight that is not a graph constant.
             and not torch.compiler.is_compiling()
-            and weight.device.type == "cpu"
+            and self.on_cpu
             and weight.dtype == torch.float32
             and torch.backends.mkldnn.enabled
             and _packed_weights_work()
-        ):
-            self.packed = [
-                torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), rows_hint) for w in weight
-            ]
+        )
+        self._packed: list[Tensor] | None = None
 
     def _product(self, x: Tensor, direction: int) -> Tensor:
-        assert self.packed is not None
+        if self._packed is None:  # packed on first use: not every caller needs it
+            self._packed = [
+                torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), self.rows_hint)
+                for w in self.weight
+            ]
         bias = self.bias[direction] if self.bias is not None else None
         return torch.ops.mkldnn._linear_pointwise(
-            x[direction].contiguous(), self.packed[direction], bias, "none", [], ""
+            x[direction].contiguous(), self._packed[direction], bias, "none", [], ""
         )
 
     def __call__(self, x: Tensor) -> Tensor:
-        if self.packed is None:
+        dirs = self.weight.size(0)
+        if self.use_onednn and dirs == 1:
+            return self._product(x, 0).unsqueeze(0)
+        if not self.on_cpu:
             weight_t = self.weight.transpose(1, 2)
             if self.bias is None:
                 return torch.bmm(x, weight_t)
             return torch.baddbmm(self.bias.unsqueeze(1), x, weight_t)
-        if len(self.packed) == 1:
-            return self._product(x, 0).unsqueeze(0)
-        return torch.stack([self._product(x, d) for d in range(len(self.packed))])
+        out = x.new_empty(dirs, x.size(1), self.weight.size(1))
+        for direction in range(dirs):
+            weight_t = self.weight[direction].T
+            if self.bias is None:
+                torch.mm(x[direction], weight_t, out=out[direction])
+            else:
+                torch.addmm(self.bias[direction], x[direction], weight_t, out=out[direction])
+        return out
 
     def write_to(self, out: Tensor, x: Tensor) -> None:
         """out = x @ weight^T (+ bias), in place."""
-        if self.packed is None:
+        if not self.use_onednn:
             out.copy_(self(x))
             return
-        for direction in range(len(self.packed)):
+        for direction in range(self.weight.size(0)):
             out[direction] = self._product(x, direction)
 
     def add_to(self, out: Tensor, x: Tensor) -> None:
         """out += x @ weight^T, in place (the bias is not added)."""
-        if self.packed is None:
+        if not self.use_onednn:
             out.baddbmm_(x, self.weight.transpose(1, 2))
             return
-        for direction in range(len(self.packed)):
+        for direction in range(self.weight.size(0)):
             out[direction].add_(self._product(x, direction))
 
 
