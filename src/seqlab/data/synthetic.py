@@ -7,6 +7,7 @@ sets are reproducible, do not change when another split's size does, and never s
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -65,7 +66,8 @@ class SyntheticDataModule(SequenceDataModule):
         while len(samples) < n:
             before = len(samples)
             for x, y in self.generate(n - len(samples), rng):
-                key = x.numpy().tobytes()
+                # A 16-byte digest: keeping whole sequences as keys would double the memory.
+                key = hashlib.blake2b(x.numpy().tobytes(), digest_size=16).digest()
                 if key not in seen:
                     seen.add(key)
                     samples.append((x, y))
