@@ -64,16 +64,18 @@ def test_targets_below_the_bar_are_marked_unmet(tmp_path) -> None:
     fake_run(tmp_path, "adding", 3, {"test/mse": 0.02}, fit_seconds=30)
     fake_run(tmp_path, "copy", 3, {"test/acc": 0.995}, fit_seconds=None)
     rows = table_rows(find_runs(tmp_path))
-    assert row(rows, "adding")[3:] == ["0.02 ✗", "3", "30 s"]
+    assert row(rows, "adding")[3:] == ["0.0200 ✗", "3", "30 s"]
     assert row(rows, "copy")[3:] == ["99.5 ✓", "3", "—"]
 
 
 def test_sunspots_is_judged_against_persistence_on_the_same_test_years(tmp_path) -> None:
     fake_run(tmp_path, "sunspots", 1, {"test/mae": 0.3, "test/persistence_mae": 0.6})
     reference, value = row(table_rows(find_runs(tmp_path)), "sunspots")[2:4]
-    assert reference == "< persistence forecast (0.6)"
-    assert value == "0.3 ✓"
-    fake_run(tmp_path, "sunspots", 2, {"test/mae": 0.7, "test/persistence_mae": 0.6})
+    assert reference == "< persistence forecast (0.600)"
+    assert value == "0.300 ✓"
+    fake_run(tmp_path, "sunspots", 2, {"test/mae": 0.35, "test/persistence_mae": 0.6})
+    assert row(table_rows(find_runs(tmp_path)), "sunspots")[3] == "0.325 ± 0.035 ✓"
+    fake_run(tmp_path, "sunspots", 3, {"test/mae": 0.7, "test/persistence_mae": 0.6})
     assert row(table_rows(find_runs(tmp_path)), "sunspots")[3].endswith("✗")
 
 

@@ -9,6 +9,7 @@ experiment are averaged, and a rerun with the same seed replaces the older run.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -135,8 +136,14 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _number(value: float, percent: bool) -> str:
-    return f"{100 * value:.1f}" if percent else f"{value:.3g}"
+def _number(value: float, percent: bool, like: float | None = None) -> str:
+    """Percent to one decimal; otherwise three significant digits of ``like`` (default
+    ``value``), so a spread is shown to the decimals of its mean."""
+    if percent:
+        return f"{100 * value:.1f}"
+    like = value if like is None else like
+    decimals = 3 if like == 0 else max(0, 2 - math.floor(math.log10(abs(like))))
+    return f"{value:.{decimals}f}"
 
 
 def _mean_duration(seconds: Sequence[float | None]) -> str:
@@ -166,14 +173,15 @@ def _row(ref: Reference, runs: list[Run]) -> list[str]:
         measured = f" ({_number(statistics.fmean(targets), ref.percent)})" if targets else ""
         reference = f"{sign} {ref.baselines}{measured}"
     else:
-        reference = f"{sign} {_number(ref.target, ref.percent)}; {ref.baselines}"
+        target = f"{100 * ref.target:.1f}" if ref.percent else f"{ref.target:g}"
+        reference = f"{sign} {target}; {ref.baselines}"
     if not runs:
         return [ref.task, ref.metric, reference, NOT_RUN, "", ""]
 
     mean, std = _mean_std([r.metrics[ref.metric] for r in runs])
     value = _number(mean, ref.percent)
     if len(runs) > 1:
-        value += f" ± {_number(std, ref.percent)}"
+        value += f" ± {_number(std, ref.percent, like=mean)}"
     if isinstance(ref.target, str):
         # Each run against its own baseline, measured on the same test data.
         met = all(ref.met(r.metrics[ref.metric], r.metrics[ref.target]) for r in runs)
