@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -62,7 +63,7 @@ class ChannelNormalizer:
         return (x - self.mean) / self.std
 
 
-class SequenceDataModule(L.LightningDataModule):
+class SequenceDataModule(L.LightningDataModule, abc.ABC):
     """A data module whose train / val / test splits live in memory.
 
     Subclasses set ``task`` (a key of ``seqlab.tasks.TASKS``), build the splits in
@@ -83,13 +84,13 @@ class SequenceDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.datasets: dict[str, Dataset] = {}
 
+    @abc.abstractmethod
     def build_datasets(self) -> dict[str, Dataset]:
         """The ``"train"``, ``"val"`` and ``"test"`` datasets."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def model_kwargs(self) -> dict[str, int]:
         """What the task module's constructor needs to know about the data."""
-        raise NotImplementedError
 
     def collate(self, samples: Sequence[tuple[Tensor, ...]]) -> Batch:
         return pad_collate(samples)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ sets are reproducible, do not change when another split's size does, and never s
 
 from __future__ import annotations
 
+import abc
 import hashlib
 from collections.abc import Sequence
 
@@ -45,8 +46,9 @@ class SyntheticDataModule(SequenceDataModule):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.seed = seed
 
+    @abc.abstractmethod
     def generate(self, n: int, rng: np.random.Generator) -> list[Sample]:
-        raise NotImplementedError
+        """``n`` fresh samples drawn from ``rng``."""
 
     def build_datasets(self) -> dict[str, Dataset]:
         streams = np.random.SeedSequence(self.seed).spawn(len(STREAM))

@@ -16,6 +16,7 @@ the same number of batches.
 
 from __future__ import annotations
 
+import abc
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -162,7 +163,7 @@ class BPTTChunks(IterableDataset):
             }
 
 
-class CharLMDataModule(L.LightningDataModule):
+class CharLMDataModule(L.LightningDataModule, abc.ABC):
     """Base of the character-level language-modelling data modules.
 
     Subclasses say where the text comes from (``load_splits``); this class builds the
@@ -200,9 +201,9 @@ class CharLMDataModule(L.LightningDataModule):
         self.vocabulary: Vocabulary | None = None
         self.ids: dict[str, Tensor] = {}
 
+    @abc.abstractmethod
     def load_splits(self) -> dict[str, str]:
         """The text of each split: ``{"train": ..., "val": ..., "test": ...}``."""
-        raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
         if self.ids:  # idempotent: train() sets up early to size the model

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
 
 DEFAULT_ENCODER = "seqlab.nn.LSTMEncoder"
 
@@ -46,6 +46,12 @@ class SequenceTask(L.LightningModule):
                 "model.encoder.bidirectional=true: this task predicts the next step, and a "
                 "bidirectional encoder would see the future. Use model=lstm."
             )
+
+    def set_metrics(self, metrics: MetricCollection) -> None:
+        """One clone of ``metrics`` per stage (``train/acc``, ``val/acc``, ...), registered as
+        ``<stage>_metrics`` so it moves with the module and syncs under DDP; states never mix."""
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams["optimizer"], params=self.parameters())

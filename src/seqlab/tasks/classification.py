@@ -35,10 +35,7 @@ class SequenceClassifier(SequenceTask):
                 "f1": MulticlassF1Score(num_classes, average="macro"),
             }
         )
-        # One collection cloned per stage: states never mix between train, val and test.
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.set_metrics(metrics)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         return self.head(self.encoder(x, lengths).features)

@@ -48,9 +48,7 @@ class SequenceForecaster(SequenceTask):
         # The forecast has the input's channels, so it can be fed back in the rollout.
         self.head = MLPHead(self.encoder.output_size, input_size, **(head or {}))
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.set_metrics(metrics)
         self.val_persistence = metrics.clone(prefix="val/persistence_")
         self.test_persistence = metrics.clone(prefix="test/persistence_")
         self.val_rollout = metrics.clone(prefix="val/rollout_")

@@ -31,9 +31,7 @@ class SequenceRegressor(SequenceTask):
         self.encoder = build_encoder(encoder, input_size)
         self.head = MLPHead(self.encoder.output_size, output_size, **(head or {}))
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.set_metrics(metrics)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         out = self.head(self.encoder(x, lengths).features)

@@ -45,9 +45,7 @@ class SequenceTagger(SequenceTask):
                 "f1": MulticlassF1Score(num_classes, average="macro"),
             }
         )
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.set_metrics(metrics)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         return self.head(self.encoder(x, lengths).outputs)
