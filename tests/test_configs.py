@@ -110,3 +110,10 @@ def test_run_folder_is_under_logs_task_name(make_cfg) -> None:
 def test_hydra_options_compose(make_cfg, hydra_option: str) -> None:
     cfg = make_cfg(f"hydra={hydra_option}", "trainer=ddp_cpu")
     assert cfg.hydra.sweep.dir.startswith(f"{cfg.paths.log_dir}/train/multiruns/")
+
+
+@pytest.mark.parametrize("search", options("hparams_search"))
+def test_hparams_search_options_compose_into_a_sweep(make_cfg, search: str) -> None:
+    cfg = make_cfg(f"hparams_search={search}")
+    assert cfg.hydra.sweeper.params
+    assert cfg.optimized_metric

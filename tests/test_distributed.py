@@ -152,3 +152,36 @@ def test_ddp_cpu_run_has_one_folder_one_wandb_run_and_its_eval_matches_one_proce
         assert out.returncode == 0, out.stderr[-3000:]
         results[trainer] = json.loads((tmp_path / "eval" / trainer / "metrics.json").read_text())
     assert results["ddp_cpu"] == pytest.approx(results["default"], abs=1e-6, rel=0)
+
+
+def test_multirun_with_lightnings_ddp_launcher_stops_with_advice(tmp_path: Path) -> None:
+    result = run_script(
+        "train.py",
+        "-m",
+        "trainer=ddp_cpu",
+        "seed=1",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "trainer.strategy=ddp_spawn" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_multirun_with_ddp_spawn_gives_one_folder_per_job(tmp_path: Path) -> None:
+    result = run_script(
+        "train.py",
+        "-m",
+        "trainer=ddp_cpu",
+        "trainer.strategy=ddp_spawn",
+        "seed=1,2",
+        "trainer.max_epochs=1",
+        "model.encoder.hidden_size=16",
+        "logger=tensorboard",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    for job in ("0", "1"):
+        assert "test/acc" in json.loads((sweep / job / "metrics.json").read_text())
