@@ -53,6 +53,12 @@ class SequenceTask(L.LightningModule):
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
 
+    def log_metrics(self, stage: str, preds: Tensor, target: Tensor) -> None:
+        """Update ``stage``'s metric collection and log it per epoch (in the bar for val/test)."""
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(preds.detach(), target)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams["optimizer"], params=self.parameters())
         if not self.hparams.get("scheduler"):

@@ -45,7 +45,5 @@ class SequenceClassifier(SequenceTask):
         # The loss is computed in fp32 even under mixed precision.
         loss = F.cross_entropy(logits.float(), batch["y"])
         loss = self.reduce_loss(stage, loss, weight=len(batch["y"]))
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(logits.detach(), batch["y"])
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        self.log_metrics(stage, logits, batch["y"])
         return loss

@@ -42,8 +42,6 @@ class SequenceRegressor(SequenceTask):
         target = batch["y"].float().view_as(preds)
         loss = F.mse_loss(preds, target)
         loss = self.reduce_loss(stage, loss, weight=len(target))
-        metrics = getattr(self, f"{stage}_metrics")
         # Flattened, so a multi-output target counts every output once.
-        metrics.update(preds.detach().flatten(), target.flatten())
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        self.log_metrics(stage, preds.flatten(), target.flatten())
         return loss

@@ -57,7 +57,5 @@ class SequenceTagger(SequenceTask):
         logits, target = logits[scored].float(), target[scored]
         loss = F.cross_entropy(logits, target)
         loss = self.reduce_loss(stage, loss, weight=int(scored.sum()))
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(logits.detach(), target)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        self.log_metrics(stage, logits, target)
         return loss
