@@ -180,6 +180,11 @@ class _LSTMLayer(torch.autograd.Function):
         if for_backward:
             cells = x.new_empty(dirs, steps, batch, hidden)
             tanh_cells = torch.empty_like(cells)
+            if w_hr is not None:
+                # The projection's weight gradient multiplies every row of tanh(c), padded rows
+                # too (by a zero gradient): uninitialised memory there could be NaN, and 0 * NaN
+                # is NaN.
+                _zero_padded_rows((tanh_cells,), batch_sizes)
         else:
             # Inference keeps only the current cell state, updated in place (element-wise ops
             # may write over their input): small buffers that stay in cache, instead of two
