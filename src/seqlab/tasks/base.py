@@ -10,6 +10,8 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from seqlab.nn.heads import MLPHead
+
 DEFAULT_ENCODER = "seqlab.nn.LSTMEncoder"
 
 
@@ -46,6 +48,21 @@ class SequenceTask(L.LightningModule):
                 "model.encoder.bidirectional=true: this task predicts the next step, and a "
                 "bidirectional encoder would see the future. Use model=lstm."
             )
+
+    def build_network(
+        self,
+        input_size: int,
+        output_size: int,
+        encoder: dict[str, Any],
+        head: dict[str, Any] | None,
+        per_step: bool = False,
+    ) -> None:
+        """``self.encoder`` from its config and ``self.head`` on top of it; ``per_step`` for
+        many-to-many tasks (no pooling: the head reads every step's output)."""
+        if per_step:
+            encoder = {**encoder, "pooling": None}
+        self.encoder = build_encoder(encoder, input_size)
+        self.head = MLPHead(self.encoder.output_size, output_size, **(head or {}))
 
     def set_metrics(self, metrics: MetricCollection) -> None:
         """One clone of ``metrics`` per stage (``train/acc``, ``val/acc``, ...), registered as

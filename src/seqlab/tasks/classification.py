@@ -9,8 +9,17 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from seqlab.nn.heads import MLPHead
-from seqlab.tasks.base import SequenceTask, build_encoder
+from seqlab.tasks.base import SequenceTask
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """Accuracy (over all predictions) and macro F1 (each class counts alike)."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        }
+    )
 
 
 class SequenceClassifier(SequenceTask):
@@ -27,15 +36,8 @@ class SequenceClassifier(SequenceTask):
     ) -> None:
         super().__init__(encoder, optimizer, scheduler)
         self.save_hyperparameters()
-        self.encoder = build_encoder(encoder, input_size)
-        self.head = MLPHead(self.encoder.output_size, num_classes, **(head or {}))
-        metrics = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            }
-        )
-        self.set_metrics(metrics)
+        self.build_network(input_size, num_classes, encoder, head)
+        self.set_metrics(classification_metrics(num_classes))
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         return self.head(self.encoder(x, lengths).features)

@@ -9,9 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from seqlab.nn.heads import MLPHead
 from seqlab.nn.masking import lengths_to_mask
-from seqlab.tasks.base import SequenceTask, build_encoder
+from seqlab.tasks.base import SequenceTask
 
 
 class SequenceForecaster(SequenceTask):
@@ -44,9 +43,8 @@ class SequenceForecaster(SequenceTask):
             raise ValueError(f"rollout_horizon={rollout_horizon}: must be >= 0 (0: no rollout)")
         self.save_hyperparameters()
         self.rollout_horizon = rollout_horizon
-        self.encoder = build_encoder({**encoder, "pooling": None}, input_size)
         # The forecast has the input's channels, so it can be fed back in the rollout.
-        self.head = MLPHead(self.encoder.output_size, input_size, **(head or {}))
+        self.build_network(input_size, input_size, encoder, head, per_step=True)
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
         self.set_metrics(metrics)
         self.val_persistence = metrics.clone(prefix="val/persistence_")

@@ -22,8 +22,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from seqlab.data.text import UNK, Vocabulary
-from seqlab.nn.heads import MLPHead
-from seqlab.tasks.base import SequenceTask, build_encoder
+from seqlab.tasks.base import SequenceTask
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +78,7 @@ class LanguageModel(SequenceTask):
         self.save_hyperparameters()
         self.vocabulary = Vocabulary(vocabulary)
         self.embedding = nn.Embedding(len(self.vocabulary), embedding_size)
-        self.encoder = build_encoder({**encoder, "pooling": None}, embedding_size)
-        self.head = MLPHead(self.encoder.output_size, len(self.vocabulary), **(head or {}))
+        self.build_network(embedding_size, len(self.vocabulary), encoder, head, per_step=True)
         if tie_weights:
             decoder = self.head.net[-1]
             if decoder.in_features != embedding_size:

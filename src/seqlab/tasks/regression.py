@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from seqlab.nn.heads import MLPHead
-from seqlab.tasks.base import SequenceTask, build_encoder
+from seqlab.tasks.base import SequenceTask
 
 
 class SequenceRegressor(SequenceTask):
@@ -28,8 +27,7 @@ class SequenceRegressor(SequenceTask):
         super().__init__(encoder, optimizer, scheduler)
         self.save_hyperparameters()
         self.output_size = output_size
-        self.encoder = build_encoder(encoder, input_size)
-        self.head = MLPHead(self.encoder.output_size, output_size, **(head or {}))
+        self.build_network(input_size, output_size, encoder, head)
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
         self.set_metrics(metrics)
 

@@ -6,12 +6,10 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from seqlab.nn.heads import MLPHead
 from seqlab.nn.masking import lengths_to_mask
-from seqlab.tasks.base import SequenceTask, build_encoder
+from seqlab.tasks.base import SequenceTask
+from seqlab.tasks.classification import classification_metrics
 
 #: Target of a step that is not scored (torch's cross-entropy convention).
 IGNORE_INDEX = -100
@@ -37,15 +35,8 @@ class SequenceTagger(SequenceTask):
     ) -> None:
         super().__init__(encoder, optimizer, scheduler)
         self.save_hyperparameters()
-        self.encoder = build_encoder({**encoder, "pooling": None}, input_size)
-        self.head = MLPHead(self.encoder.output_size, num_classes, **(head or {}))
-        metrics = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            }
-        )
-        self.set_metrics(metrics)
+        self.build_network(input_size, num_classes, encoder, head, per_step=True)
+        self.set_metrics(classification_metrics(num_classes))
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         return self.head(self.encoder(x, lengths).outputs)
