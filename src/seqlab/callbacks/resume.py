@@ -1,0 +1,85 @@
+"""Exact resume: what a Lightning checkpoint leaves out, so a resumed run continues exactly.
+
+Lightning saves the model, optimizers, schedulers and loop counters. This callback adds the
+random generators' states (Python, NumPy, torch, CUDA), which drive dropout and input noise,
+and on resume it restores them just before training continues. A checkpoint written mid-epoch
+(a graceful stop) also makes the data module skip the batches of that epoch already trained.
+Data order itself is a function of ``(seed, epoch)`` (see ``seqlab.data.base.ResumableSampler``),
+so it needs no saved state.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+log = logging.getLogger(__name__)
+
+RNG_KEY = "rng_states"
+
+
+def rng_states() -> dict[str, Any]:
+    """The generators' states as tensors, ints and tuples only, so the checkpoint still loads
+    with ``torch.load(weights_only=True)``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class ExactResume(Callback):
+    """Saves the generators' states in every checkpoint; restores them (and the position in a
+    part-trained epoch) when ``trainer.fit(..., ckpt_path=...)`` resumes."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[RNG_KEY] = rng_states()
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Restored later, in on_train_start: setting up the run still draws random numbers.
+        self._pending = checkpoint.get(RNG_KEY)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is not None:
+            set_rng_states(self._pending)
+            self._pending = None
+        if not trainer.fit_loop.restarted_mid_epoch:
+            return
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        skip = getattr(trainer.datamodule, "skip_train_batches", None)
+        if skip is None:
+            log.warning(
+                "resuming mid-epoch: %s cannot skip the %d batches already trained this epoch; "
+                "they are trained again",
+                type(trainer.datamodule).__name__,
+                done,
+            )
+            return
+        log.info("resuming mid-epoch %d after batch %d", trainer.current_epoch, done)
+        skip(done)
