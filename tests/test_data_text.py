@@ -11,9 +11,11 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from lightning.pytorch.loops.progress import _BatchProgress, _Progress
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from seqlab.data import text
 from seqlab.data.shakespeare import (
     ShakespeareDataModule,
     available_plays,
@@ -182,17 +184,20 @@ def test_epochs_per_pass_read_consecutive_stretches_of_every_stream() -> None:
     assert torch.equal(epochs[3], epochs[0])  # the next pass starts over
 
 
-def test_epochs_per_pass_follow_the_trainers_epoch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("skip", [0, 3])
+def test_epochs_per_pass_follow_the_trainers_position(tmp_path, monkeypatch, skip) -> None:
     path = tmp_path / "corpus.txt"
     path.write_text("".join(chr(ord("a") + i % 26) for i in range(3000)))
     datamodule = TextDataModule(path, batch_size=2, bptt=10, epochs_per_pass=4)
     datamodule.setup()
-    # A run resumed at epoch 6 reads the third quarter of the pass, whatever came before.
-    datamodule.trainer = SimpleNamespace(global_rank=0, world_size=1, current_epoch=6)  # type: ignore[assignment]
+    # A run resumed at epoch 6 reads the third quarter of the pass, whatever came before;
+    # resumed after `skip` batches of it, it goes on from there.
+    monkeypatch.setattr(text, "train_position", lambda trainer: (6, skip))
+    datamodule.trainer = SimpleNamespace(global_rank=0, world_size=1)  # type: ignore[assignment]
     loader = datamodule.train_dataloader()
     first = next(iter(loader))["x"]
     streams = shard_streams(datamodule.ids["train"], 2)
-    assert torch.equal(first, streams[:, 2 * len(loader) * 10 :][:, :10])
+    assert torch.equal(first, streams[:, (2 * len(loader) + skip) * 10 :][:, :10])
     # Validation and test always read their whole text.
     assert len(datamodule.val_dataloader()) == len(
         BPTTChunks(batchify(datamodule.ids["val"], 2), 10)
@@ -206,8 +211,11 @@ def test_batchify_drops_only_the_remainder() -> None:
 
 def attach_rank(datamodule: TextDataModule, rank: int, world_size: int) -> None:
     """What Lightning's trainer tells a data module under DDP, without starting processes."""
+    fit_loop = SimpleNamespace(
+        epoch_progress=_Progress(), epoch_loop=SimpleNamespace(batch_progress=_BatchProgress())
+    )
     datamodule.trainer = SimpleNamespace(  # type: ignore[assignment]
-        global_rank=rank, world_size=world_size, current_epoch=0
+        global_rank=rank, world_size=world_size, fit_loop=fit_loop
     )
 
 

@@ -15,7 +15,10 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
+from seqlab.callbacks.graceful_stop import GracefulStop
+from seqlab.callbacks.resume import ExactResume
 from seqlab.tasks import TASKS, SequenceTask
+from seqlab.utils.checkpoint_io import AtomicCheckpointIO
 from seqlab.utils.loggers import instantiate_callbacks, instantiate_loggers
 from seqlab.utils.reporting import print_metrics, save_metrics
 
@@ -100,8 +103,14 @@ def check_multirun_strategy(trainer: L.Trainer) -> None:
 def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> tuple[L.Trainer, list[Logger]]:
     check_precision(cfg.trainer)
     loggers = instantiate_loggers(cfg.get("logger"))
-    callbacks = instantiate_callbacks(cfg.get("callbacks"), bool(loggers)) if with_callbacks else []
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    callbacks = []
+    if with_callbacks:
+        callbacks = instantiate_callbacks(cfg.get("callbacks"), bool(loggers))
+        # Not optional: what makes a stopped run resumable, and a resumed one exact.
+        callbacks += [ExactResume(), GracefulStop()]
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
     check_multirun_strategy(trainer)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]

@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 import lightning as L
-from omegaconf import DictConfig
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, open_dict
 
+from seqlab.callbacks.graceful_stop import GracefulStop, TrainingStopped
 from seqlab.pipeline import build_datamodule, build_model, build_trainer, test_and_report
 from seqlab.utils.loggers import finish_loggers
 from seqlab.utils.reporting import atomic_write, print_config_tree
@@ -24,6 +26,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validation metric, for hyperparameter sweeps, and ``time/fit_seconds``, the wall time of
     the fit (in ``timing.json`` too, with the fit's CPU time: metrics.json holds test metrics).
     """
+    ckpt_path = resolve_ckpt_path(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
@@ -32,7 +35,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         fit_seconds = fit_cpu_seconds = 0.0
         if cfg.get("train", True):
             start, start_cpu = time.perf_counter(), time.process_time()
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            try:
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            except (SIGTERMException, TrainingStopped) as stop:
+                raise stopped(trainer, stop) from None
             fit_seconds = time.perf_counter() - start
             # On a shared machine wall time depends on the neighbours; CPU time much less.
             fit_cpu_seconds = time.process_time() - start_cpu
@@ -54,6 +60,44 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return metrics
     finally:
         finish_loggers(loggers)
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from, or None; ``last`` is the newest ``last.ckpt`` of this
+    task's runs. A run resumed from a checkpoint in a run folder continues in that folder
+    (``paths.output_dir`` is pointed there), so its best-checkpoint tracking carries on."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        task_dir = Path(cfg.paths.log_dir) / cfg.task_name
+        candidates = sorted(task_dir.glob("*runs/**/checkpoints/last.ckpt"), key=_mtime)
+        if not candidates:
+            raise FileNotFoundError(
+                f"ckpt_path=last: no checkpoints/last.ckpt in any run under {task_dir}; "
+                "give a checkpoint file instead"
+            )
+        path = candidates[-1]
+    else:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    if path.parent.name == "checkpoints" and cfg.get("resume_in_place", True):
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(path.parent.parent)
+        log.info("resuming %s in its run folder %s", path, cfg.paths.output_dir)
+    return str(path)
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+def stopped(trainer: L.Trainer, stop: SystemExit) -> TrainingStopped:
+    """The exit of a run a signal stopped, naming the checkpoint saved to resume from."""
+    signum = stop.signum if isinstance(stop, TrainingStopped) else 15  # SIGTERM
+    saver = next((cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)), None)  # type: ignore[attr-defined]
+    return TrainingStopped(signum, saver.saved if saver else None)
 
 
 def main(cfg: DictConfig) -> float | None:

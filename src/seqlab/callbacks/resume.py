@@ -2,15 +2,13 @@
 
 Lightning saves the model, optimizers, schedulers and loop counters. This callback adds the
 random generators' states (Python, NumPy, torch, CUDA), which drive dropout and input noise,
-and on resume it restores them just before training continues. A checkpoint written mid-epoch
-(a graceful stop) also makes the data module skip the batches of that epoch already trained.
-Data order itself is a function of ``(seed, epoch)`` (see ``seqlab.data.base.ResumableSampler``),
-so it needs no saved state.
+and on resume it restores them just before training continues. The data order needs no saved
+state: it is a function of the seed and of the loop counters Lightning restores, so a run
+resumed mid-epoch goes on with the very next batch (``seqlab.data.base.ResumableSampler``).
 """
 
 from __future__ import annotations
 
-import logging
 import random
 from typing import Any
 
@@ -18,8 +16,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-
-log = logging.getLogger(__name__)
 
 RNG_KEY = "rng_states"
 
@@ -48,8 +44,8 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class ExactResume(Callback):
-    """Saves the generators' states in every checkpoint; restores them (and the position in a
-    part-trained epoch) when ``trainer.fit(..., ckpt_path=...)`` resumes."""
+    """Saves the generators' states in every checkpoint; restores them when
+    ``trainer.fit(..., ckpt_path=...)`` resumes."""
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
@@ -69,17 +65,3 @@ class ExactResume(Callback):
         if self._pending is not None:
             set_rng_states(self._pending)
             self._pending = None
-        if not trainer.fit_loop.restarted_mid_epoch:
-            return
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        skip = getattr(trainer.datamodule, "skip_train_batches", None)
-        if skip is None:
-            log.warning(
-                "resuming mid-epoch: %s cannot skip the %d batches already trained this epoch; "
-                "they are trained again",
-                type(trainer.datamodule).__name__,
-                done,
-            )
-            return
-        log.info("resuming mid-epoch %d after batch %d", trainer.current_epoch, done)
-        skip(done)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from seqlab.data.collate import Batch, pad_collate
 
@@ -63,6 +63,56 @@ class ChannelNormalizer:
         return (x - self.mean) / self.std
 
 
+def train_position(trainer: L.Trainer) -> tuple[int, int]:
+    """``(epoch, batches of it already trained)`` where the next training pass starts.
+
+    Read from the trainer's loop counters, which a checkpoint restores: after a resume
+    mid-epoch it is the interrupted epoch and how far it got, otherwise ``(epoch, 0)``. Lightning
+    creates a resumed run's first loader iterator before it calls ``set_epoch``, so a sampler
+    asks this instead.
+    """
+    epochs = trainer.fit_loop.epoch_progress.current
+    mid_epoch = epochs.started > epochs.processed
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    return epochs.processed, batches if mid_epoch else 0
+
+
+class ResumableSampler(DistributedSampler):
+    """The training order: a fresh shuffle each epoch that depends on ``(seed, epoch)`` alone,
+    and this process's shard of it under DDP (Lightning keeps a ``DistributedSampler``).
+
+    Unlike a ``RandomSampler`` it never draws from torch's global generator, and with
+    ``position`` (see ``train_position``) a run resumed from a checkpoint, even mid-epoch, sees
+    exactly the batches the interrupted run would have seen next.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        position: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        super().__init__(
+            dataset,  # type: ignore[arg-type]
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
+        )
+        self.batch_size = batch_size
+        self.position = position
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        skip = 0
+        if self.position is not None:
+            epoch, skip = self.position()
+            self.set_epoch(epoch)
+        return iter(list(super().__iter__())[skip * self.batch_size :])
+
+
 class SequenceDataModule(L.LightningDataModule, abc.ABC):
     """A data module whose train / val / test splits live in memory.
 
@@ -107,25 +157,41 @@ class SequenceDataModule(L.LightningDataModule, abc.ABC):
         self, split: str, shuffle: bool, collate_fn: Callable[..., Batch] | None = None
     ) -> DataLoader:
         dataset = self.datasets[split]
-        sampler = None
-        if split != "train" and self.trainer is not None and self.trainer.world_size > 1:
+        rank, world_size = 0, 1
+        if self.trainer is not None:
+            rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        sampler: torch.utils.data.Sampler | None = None
+        if shuffle:
+            # torch.initial_seed() is the run's seed once seed_everything has run.
+            trainer = self.trainer
+            sampler = ResumableSampler(
+                dataset,
+                self.batch_size,
+                torch.initial_seed() % 2**32,
+                rank,
+                world_size,
+                position=None if trainer is None else lambda: train_position(trainer),
+            )
+        elif world_size > 1:
             # Lightning's default DistributedSampler pads the last shard with repeated samples,
             # which evaluation would count twice; this one gives each sample to exactly one
             # process (shards may then differ by one batch, which evaluation tolerates).
             sampler = UnrepeatedDistributedSampler(
                 dataset,  # type: ignore[arg-type]
-                num_replicas=self.trainer.world_size,
-                rank=self.trainer.global_rank,
+                num_replicas=world_size,
+                rank=rank,
                 shuffle=False,
             )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_fn or self.collate,
+            # Its own generator: starting a loader never draws from torch's global one, whose
+            # state a checkpoint restores (dropout and input noise depend on it).
+            generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63),
         )
 
     def train_dataloader(self) -> DataLoader:

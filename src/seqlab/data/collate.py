@@ -27,18 +27,20 @@ def pad_collate(samples: Sequence[tuple[Tensor, Tensor]], pad_targets: bool = Fa
     return {"x": x, "lengths": lengths, "y": y}
 
 
-def noisy_pad_collate(samples: Sequence[tuple[Tensor, Tensor]], noise_std: float) -> Batch:
-    """``pad_collate`` plus Gaussian noise of ``noise_std`` on every real input step.
+def add_input_noise(batch: Batch, noise_std: float) -> Batch:
+    """Gaussian noise of ``noise_std`` added to every real input step of a padded batch.
 
     A training-time augmentation for continuous inputs: small sets such as JapaneseVowels (270
     utterances) are fitted perfectly within a few epochs, and jittered inputs are what keeps the
-    test accuracy up. Padding stays exactly zero.
+    test accuracy up. Padding stays exactly zero. It draws from torch's global generator, so
+    data modules call it in the training process (``on_after_batch_transfer``), never in a
+    loader worker: a resumed run then restores the exact noise with the generator's state.
     """
-    batch = pad_collate(samples)
     x, lengths = batch["x"], batch["lengths"]
-    real = torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
-    batch["x"] = x + noise_std * torch.randn_like(x) * real.unsqueeze(-1)
-    return batch
+    real = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(
+        1
+    )
+    return {**batch, "x": x + noise_std * torch.randn_like(x) * real.unsqueeze(-1)}
 
 
 class SequenceDataset(torch.utils.data.Dataset):

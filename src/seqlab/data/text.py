@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from seqlab.data.base import SPLITS, check_option
+from seqlab.data.base import SPLITS, check_option, train_position
 
 #: The id-0 token every vocabulary has: characters never seen in the training text.
 UNK = "<unk>"
@@ -120,8 +120,9 @@ class BPTTChunks(IterableDataset):
 
     With ``parts > 1`` one pass over the streams is cut into ``parts`` epochs: epoch ``e`` reads
     the ``(e mod parts)``-th of ``parts`` consecutive runs of chunks (the chunks left over by the
-    division are dropped). ``epoch()`` says which epoch is starting; without it each iteration
-    counts as the next epoch.
+    division are dropped). ``position()`` says which epoch is starting and how many of its
+    chunks to skip (already trained, in a run resumed mid-epoch); without it each iteration
+    counts as the next epoch, from its start.
     """
 
     def __init__(
@@ -129,7 +130,7 @@ class BPTTChunks(IterableDataset):
         streams: Tensor,
         bptt: int,
         parts: int = 1,
-        epoch: Callable[[], int | None] | None = None,
+        position: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         super().__init__()
         if streams.dim() != 2 or streams.size(1) < 2:
@@ -140,20 +141,18 @@ class BPTTChunks(IterableDataset):
         if not 1 <= parts <= self.n_chunks:
             raise ValueError(f"parts={parts}: must be between 1 and the {self.n_chunks} chunks")
         self.parts = parts
-        self.epoch = epoch
+        self.position = position
         self._iterations = 0
 
     def __len__(self) -> int:
         return self.n_chunks // self.parts
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        epoch = self.epoch() if self.epoch is not None else None
-        if epoch is None:
-            epoch = self._iterations
+        epoch, skip = (self._iterations, 0) if self.position is None else self.position()
         self._iterations += 1
         first = epoch % self.parts * len(self)
         n_inputs = self.streams.size(1) - 1  # the last character is only ever a target
-        for chunk in range(first, first + len(self)):
+        for chunk in range(first + skip, first + len(self)):
             start, end = chunk * self.bptt, min((chunk + 1) * self.bptt, n_inputs)
             x = self.streams[:, start:end]
             yield {
@@ -236,9 +235,9 @@ class CharLMDataModule(L.LightningDataModule, abc.ABC):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
-    def _current_epoch(self) -> int | None:
-        # The trainer's count, so a run resumed from a checkpoint reads the right stretch.
-        return None if self.trainer is None else self.trainer.current_epoch
+    def _train_position(self) -> tuple[int, int]:
+        # The trainer's counts, so a run resumed from a checkpoint reads the right stretch.
+        return train_position(self.trainer)  # type: ignore[arg-type]
 
     def _loader(self, split: str) -> DataLoader:
         if not self.ids:
@@ -247,7 +246,8 @@ class CharLMDataModule(L.LightningDataModule, abc.ABC):
         self._check_length(split, world_size)
         streams = shard_streams(self.ids[split], self.batch_size, rank, world_size)
         if split == "train":
-            chunks = BPTTChunks(streams, self.bptt, self.epochs_per_pass, self._current_epoch)
+            position = None if self.trainer is None else self._train_position
+            chunks = BPTTChunks(streams, self.bptt, self.epochs_per_pass, position)
         else:  # validation and test always read their whole text
             chunks = BPTTChunks(streams, self.bptt)
         # batch_size=None: the dataset yields whole batches.

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import importlib.resources
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from seqlab.data.base import (
     ChannelNormalizer,
@@ -17,7 +16,7 @@ from seqlab.data.base import (
     check_option,
     stratified_split,
 )
-from seqlab.data.collate import SequenceDataset, noisy_pad_collate
+from seqlab.data.collate import Batch, SequenceDataset, add_input_noise
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +189,7 @@ class UCRDataModule(SequenceDataModule):
         )
         return datasets
 
-    def train_dataloader(self) -> DataLoader:
-        if not self.noise_std:
-            return super().train_dataloader()
-        collate = functools.partial(noisy_pad_collate, noise_std=self.noise_std)
-        return self._loader("train", shuffle=True, collate_fn=collate)
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        if self.noise_std and self.trainer is not None and self.trainer.training:
+            return add_input_noise(batch, self.noise_std)
+        return batch

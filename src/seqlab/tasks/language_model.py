@@ -103,7 +103,10 @@ class LanguageModel(SequenceTask):
     def forward_carried(self, x: Tensor, stage: str) -> Tensor:
         """Logits of the next chunk of ``stage``'s streams, starting from the state the previous
         chunk ended in; keeps the new final state, detached, for the chunk after."""
-        logits, state = self(x, self.carried_state.get(stage))
+        state = self.carried_state.get(stage)
+        if state is not None and state[0].device != x.device:  # restored from a checkpoint
+            state = (state[0].to(x.device), state[1].to(x.device))
+        logits, state = self(x, state)
         # Repackage: the next chunk starts from these values, but backpropagation stops here.
         self.carried_state[stage] = (state[0].detach(), state[1].detach())
         return logits
@@ -117,6 +120,16 @@ class LanguageModel(SequenceTask):
 
     def on_train_epoch_start(self) -> None:
         self.reset_state("train")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Mid-epoch, the next training chunk continues from this state: a run resumed from
+        # this checkpoint must start there too (it is reset at every epoch start anyway).
+        if "train" in self.carried_state:
+            checkpoint["carried_train_state"] = self.carried_state["train"]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "carried_train_state" in checkpoint:
+            self.carried_state["train"] = checkpoint["carried_train_state"]
 
     def on_validation_epoch_start(self) -> None:
         self.reset_state("val")

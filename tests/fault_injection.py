@@ -1,0 +1,38 @@
+"""Callbacks that break a training run on purpose, for the reliability tests.
+
+Added to a run from the command line, e.g.
+``+callbacks.kill._target_=tests.fault_injection.KillAfterEpoch +callbacks.kill.epoch=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+
+class KillAfterEpoch(Callback):
+    """SIGKILL (no clean-up at all) right after epoch ``epoch``'s checkpoint is written: as the
+    next epoch starts (Lightning writes checkpoints after every other epoch-end hook)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch + 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalAtBatch(Callback):
+    """Sends ``signum`` to this process after batch ``batch`` of epoch ``epoch``."""
+
+    def __init__(self, epoch: int, batch: int, signum: int = signal.SIGTERM) -> None:
+        self.epoch, self.batch, self.signum = epoch, batch, signum
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        batch_idx = args[-1]
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            os.kill(os.getpid(), self.signum)

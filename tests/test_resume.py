@@ -1,0 +1,126 @@
+"""Resume: a run stopped (killed, SIGTERM, Ctrl-C) and resumed ends exactly like one that was
+never stopped; checkpoints are written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqlab.callbacks.graceful_stop import TrainingStopped
+from seqlab.train import train
+from seqlab.utils.checkpoint_io import AtomicCheckpointIO
+from tests.conftest import ROOT, TINY, compose_config
+
+# Three short epochs of the default task, with dropout and input noise: randomness that a
+# resume must restore exactly.
+RUN = [*TINY, "trainer.max_epochs=3", "model.encoder.dropout=0.3", "data.batch_size=64"]
+
+
+def metrics_of(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env |= {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *RUN, *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, workers):
+    logs = tmp_path / "logs"
+    common = [f"data.num_workers={workers}", f"paths.log_dir={logs}"]
+    full = cli(tmp_path, *common, f"hydra.run.dir={tmp_path / 'full'}")
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    killed_dir = logs / "train" / "runs" / "killed"
+    killed = cli(
+        tmp_path,
+        *common,
+        f"hydra.run.dir={killed_dir}",
+        "+callbacks.kill._target_=tests.fault_injection.KillAfterEpoch",
+        "+callbacks.kill.epoch=1",
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (killed_dir / "metrics.json").exists()
+    assert torch.load(killed_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+
+    resumed = cli(tmp_path, *common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'again'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # Resumed in the killed run's folder, and ending exactly where the full run ended.
+    assert metrics_of(killed_dir) == metrics_of(tmp_path / "full")
+
+
+def in_process(tmp_path: Path, name: str, *overrides: str) -> Path:
+    run_dir = tmp_path / "logs" / "train" / "runs" / name
+    cfg = compose_config("train", [*RUN, f"paths.log_dir={tmp_path / 'logs'}", *overrides], run_dir)
+    cfg.paths.log_dir = str(tmp_path / "logs")
+    train(cfg)
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    ("signum", "task"), [(signal.SIGTERM, "ucr"), (signal.SIGINT, "ucr"), (signal.SIGTERM, "text")]
+)
+def test_signal_mid_epoch_saves_a_checkpoint_and_resume_matches(tmp_path, signum, task):
+    data = []
+    if task == "text":  # stateful BPTT: the carried state and the stream position resume too
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text("".join(f"line {i}: the quick brown fox.\n" for i in range(300)))
+        data = ["data=text", f"data.path={corpus}", "data.batch_size=4", "data.bptt=16"]
+    full = in_process(tmp_path / "a", "full", *data)
+    with pytest.raises(TrainingStopped) as stop:
+        in_process(
+            tmp_path / "b",
+            "stopped",
+            *data,
+            "+callbacks.stop._target_=tests.fault_injection.SignalAtBatch",
+            "+callbacks.stop.epoch=1",
+            "+callbacks.stop.batch=1",
+            f"+callbacks.stop.signum={int(signum)}",
+        )
+    assert stop.value.code == 128 + signum
+    checkpoint = Path(stop.value.checkpoint)
+    assert checkpoint.name == "last.ckpt" and checkpoint.is_file()
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["epoch"] == 1 and "rng_states" in saved
+    resumed = in_process(tmp_path / "b", "resumed", *data, "ckpt_path=last")
+    assert resumed != checkpoint.parent.parent  # resumed in the stopped run's folder instead
+    assert metrics_of(checkpoint.parent.parent) == metrics_of(full)
+
+
+def test_checkpoint_write_that_fails_half_way_leaves_the_previous_one(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, path)
+
+    def crash(obj, file, *args, **kwargs):
+        file.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"step": torch.tensor(2)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no partial file left
+
+
+def test_ckpt_path_last_without_runs_says_where_it_looked(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path=last: no checkpoints/last\.ckpt"):
+        in_process(tmp_path, "x", "ckpt_path=last")
