@@ -42,7 +42,7 @@ State = tuple[Tensor, Tensor]
 try:  # torch >= 2.6; a private module, but what torch.export and ONNX turn into a loop op.
     from torch._higher_order_ops.scan import scan as _torch_scan
 except ImportError:  # pragma: no cover - older torch: an unrolled loop (T fixed when exported)
-    _torch_scan = None
+    _torch_scan = None  # type: ignore[assignment]
 
 
 def scan(

@@ -323,7 +323,7 @@ class PlotCallback(Callback):
         matrix = self._confusion.compute().cpu().numpy()  # every rank: it syncs under DDP
         self._confusion = None
         if trainer.is_global_zero:
-            names = list(getattr(trainer.datamodule, "class_names", None) or [])
+            names = list(getattr(getattr(trainer, "datamodule", None), "class_names", None) or [])
             if len(names) != len(matrix):
                 names = [str(i) for i in range(len(matrix))]
             self._publish(trainer, confusion_matrix_figure(matrix, names), "confusion_matrix")

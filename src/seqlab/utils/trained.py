@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -12,7 +13,7 @@ from seqlab.pipeline import build_datamodule, task_class
 from seqlab.tasks import SequenceTask
 
 
-def checkpoint_hparams(ckpt_path: str | Path) -> dict:
+def checkpoint_hparams(ckpt_path: str | Path) -> dict[str, Any]:
     """The hyperparameters a checkpoint saved, read without building anything."""
     path = Path(ckpt_path)
     if not path.is_file():
