@@ -330,8 +330,8 @@ def test_play_split_is_fixed_disjoint_and_whole_plays() -> None:
     ("val", "test", "message"),
     [
         (["hamlet"], ["hamlet"], "share \\['hamlet'\\]"),
-        (["hamlett"], ["macbeth"], "data.val_plays: unknown plays \\['hamlett'\\]"),
-        (["hamlet"], [], "data.test_plays is empty"),
+        (["hamlett"], ["macbeth"], "data.val_plays=\\['hamlett'\\]: unknown plays"),
+        (["hamlet"], [], "data.test_plays=\\[\\]: name at least one play"),
     ],
 )
 def test_bad_play_lists_fail_naming_the_key(val: list, test: list, message: str) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig
 
+from seqlab.config_checks import check_config
+from seqlab.errors import exit_on_user_error
 from seqlab.pipeline import build_datamodule, build_trainer, task_class, test_and_report
 from seqlab.utils.loggers import finish_loggers
 from seqlab.utils.reporting import print_config_tree
@@ -30,6 +32,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         finish_loggers(loggers)
 
 
+@exit_on_user_error
 def main(cfg: DictConfig) -> dict[str, float]:
+    check_config(cfg)
     print_config_tree(cfg, save_dir=cfg.paths.output_dir)
     return evaluate(cfg)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqlab.callbacks.graceful_stop import GracefulStop
 from seqlab.callbacks.resume import ExactResume
+from seqlab.config_checks import PRECISIONS
 from seqlab.tasks import TASKS, SequenceTask
 from seqlab.utils.checkpoint_io import AtomicCheckpointIO
 from seqlab.utils.loggers import instantiate_callbacks, instantiate_loggers
@@ -52,9 +53,6 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> SequenceT
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(model_cfg, dict)
     return task_class(datamodule)(**model_cfg, **datamodule.model_kwargs())  # type: ignore[attr-defined]
-
-
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
 
 def check_precision(trainer_cfg: DictConfig) -> None:

@@ -12,6 +12,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
 from seqlab.callbacks.graceful_stop import GracefulStop, TrainingStopped
+from seqlab.config_checks import check_config
+from seqlab.errors import exit_on_user_error
 from seqlab.pipeline import build_datamodule, build_model, build_trainer, test_and_report
 from seqlab.utils.loggers import finish_loggers
 from seqlab.utils.reporting import atomic_write, print_config_tree
@@ -100,8 +102,10 @@ def stopped(trainer: L.Trainer, stop: SystemExit) -> TrainingStopped:
     return TrainingStopped(signum, saver.saved if saver else None)
 
 
+@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     """The Hydra entry point's body: show the config, train, return the optimised metric."""
+    check_config(cfg)
     print_config_tree(cfg, save_dir=cfg.paths.output_dir)
     metrics = train(cfg)
     return metrics.get(

@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from seqlab.data.collate import Batch, pad_collate
+from seqlab.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 
@@ -21,7 +22,7 @@ SPLITS = ("train", "val", "test")
 def check_option(key: str, value: object, ok: bool, allowed: str) -> None:
     """Fail before training, naming the config key, the value given and what is allowed."""
     if not ok:
-        raise ValueError(f"data.{key}={value!r}: {allowed}")
+        raise ConfigError([f"data.{key}={value!r}: {allowed}"])
 
 
 def stratified_split(
@@ -39,6 +40,26 @@ def stratified_split(
         held.append(idx[:n_held])
         keep.append(idx[n_held:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def check_inputs(dataset: Dataset, where: str) -> None:
+    """Every input a non-empty ``(T, C)`` tensor of finite numbers with the same ``C``: a NaN
+    would turn every weight into NaN at the first step, long after the cause is out of sight."""
+    channels = None
+    for i in range(len(dataset)):  # type: ignore[arg-type]
+        x = dataset[i][0]
+        if x.dim() != 2 or x.shape[0] == 0:
+            raise DataError(
+                f"{where}, sample {i}: input of shape {tuple(x.shape)}; need (T >= 1, C)"
+            )
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise DataError(f"{where}, sample {i}: NaN or inf in the input")
+        if channels is None:
+            channels = x.shape[1]
+        elif x.shape[1] != channels:
+            raise DataError(
+                f"{where}, sample {i}: {x.shape[1]} channels, but sample 0 has {channels}"
+            )
 
 
 @dataclass(frozen=True)
@@ -147,7 +168,10 @@ class SequenceDataModule(L.LightningDataModule, abc.ABC):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
-            self.datasets = self.build_datasets()
+            datasets = self.build_datasets()
+            for split, dataset in datasets.items():
+                check_inputs(dataset, f"{type(self).__name__} {split} split")
+            self.datasets = datasets
 
     def require_setup(self) -> None:
         if not self.datasets:

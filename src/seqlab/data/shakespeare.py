@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from seqlab.data.text import CharLMDataModule
+from seqlab.errors import ConfigError
 
 #: Held out for validation: a Roman play and a romance (about 200k characters).
 VAL_PLAYS: tuple[str, ...] = ("julius-caesar", "the-tempest")
@@ -106,13 +107,15 @@ def split_plays(
     for key, names in (("data.val_plays", val_plays), ("data.test_plays", test_plays)):
         unknown = [name for name in names if name not in known]
         if unknown:
-            raise ValueError(f"{key}: unknown plays {unknown}; the plays are: {', '.join(known)}")
+            raise ConfigError(
+                [f"{key}={unknown}: unknown plays; the plays are: {', '.join(known)}"]
+            )
         if not names:
-            raise ValueError(f"{key} is empty: name at least one play")
+            raise ConfigError([f"{key}=[]: name at least one play"])
     shared = sorted(set(val_plays) & set(test_plays))
     if shared:
-        raise ValueError(
-            f"data.val_plays and data.test_plays share {shared}: splits must be disjoint"
+        raise ConfigError(
+            [f"data.val_plays and data.test_plays share {shared}: splits must be disjoint"]
         )
     held_out = {*val_plays, *test_plays}
     return {

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from seqlab.data.base import SPLITS, check_option, train_position
+from seqlab.errors import ConfigError, DataError
 
 #: The id-0 token every vocabulary has: characters never seen in the training text.
 UNK = "<unk>"
@@ -47,16 +48,16 @@ def read_text(path: str | Path) -> str:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if not path.is_file():
-        raise ValueError(f"{path}: not a regular file")
+        raise DataError(f"{path}: not a regular file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ValueError(
+        raise DataError(
             f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); convert it first, "
             f"e.g. `iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}`"
         ) from err
     if not text.strip():
-        raise ValueError(f"{path}: the file is empty (or only whitespace)")
+        raise DataError(f"{path}: the file is empty (or only whitespace)")
     return text
 
 
@@ -282,17 +283,21 @@ class TextDataModule(CharLMDataModule):
     ) -> None:
         super().__init__(batch_size, bptt, epochs_per_pass, num_workers)
         if not path:
-            raise ValueError("data.path is not set: data=text data.path=FILE (a UTF-8 text file)")
+            raise ConfigError(
+                ["data.path is not set: data=text data.path=FILE (a UTF-8 text file)"]
+            )
         for key, value in (
             ("data.val_fraction", val_fraction),
             ("data.test_fraction", test_fraction),
         ):
             if not 0 < value < 1:
-                raise ValueError(f"{key}={value}: must be in (0, 1)")
+                raise ConfigError([f"{key}={value}: must be in (0, 1)"])
         if val_fraction + test_fraction >= 1:
-            raise ValueError(
-                f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: "
-                "must leave some text for training (< 1)"
+            raise ConfigError(
+                [
+                    f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: "
+                    "must leave some text for training (< 1)"
+                ]
             )
         self.save_hyperparameters(logger=False)
         self.path = Path(path)

@@ -17,6 +17,7 @@ from seqlab.data.base import (
     stratified_split,
 )
 from seqlab.data.collate import Batch, SequenceDataset, add_input_noise
+from seqlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,12 @@ def find_dataset(name: str, data_dir: str | Path | None = None) -> tuple[Path, P
         found = _split_files(folder, name)
         if found is not None:
             return found
-    raise ValueError(
-        f"data.name={name!r}: no such UCR/UEA data set in {data_dir} or in aeon's bundled sets. "
-        f"Available: {', '.join(available_datasets(data_dir))}. For your own data put "
-        f"{name}_TRAIN.ts and {name}_TEST.ts in {data_dir}/ or {data_dir}/{name}/."
+    raise ConfigError(
+        [
+            f"data.name={name!r}: no such UCR/UEA data set in {data_dir} or in aeon's bundled sets. "
+            f"Available: {', '.join(available_datasets(data_dir))}. For your own data put "
+            f"{name}_TRAIN.ts and {name}_TEST.ts in {data_dir}/ or {data_dir}/{name}/."
+        ]
     )
 
 
@@ -84,18 +87,18 @@ def load_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     try:
         X, y = load_from_ts_file(str(path))
     except Exception as err:  # aeon raises many types for malformed files
-        raise ValueError(f"{path}: not a readable .ts file: {err}") from err
+        raise DataError(f"{path}: not a readable .ts file: {err}") from err
     series = [np.asarray(x, dtype=np.float32).T for x in X]  # aeon gives (C, T)
     for i, x in enumerate(series):
         if x.shape[0] == 0:
-            raise ValueError(f"{path}: sample {i} is empty")
+            raise DataError(f"{path}: sample {i} is empty")
         if not np.isfinite(x).all():
-            raise ValueError(
+            raise DataError(
                 f"{path}: sample {i} has NaN or inf values (missing values are not supported)"
             )
     channels = {x.shape[1] for x in series}
     if len(channels) != 1:
-        raise ValueError(f"{path}: samples have different channel counts {sorted(channels)}")
+        raise DataError(f"{path}: samples have different channel counts {sorted(channels)}")
     return series, np.asarray(y)
 
 
@@ -151,14 +154,14 @@ class UCRDataModule(SequenceDataModule):
         train_x, train_y = load_ts(train_file)
         test_x, test_y = load_ts(test_file)
         if train_x[0].shape[1] != test_x[0].shape[1]:
-            raise ValueError(
+            raise DataError(
                 f"{test_file}: {test_x[0].shape[1]} channels, but the training file has "
                 f"{train_x[0].shape[1]}"
             )
         self.class_names = [str(c) for c in np.unique(train_y)]
         unknown = sorted(set(map(str, test_y)) - set(self.class_names))
         if unknown:
-            raise ValueError(f"{test_file}: class labels {unknown} never occur in {train_file}")
+            raise DataError(f"{test_file}: class labels {unknown} never occur in {train_file}")
         index = {c: i for i, c in enumerate(self.class_names)}
         train_t = torch.tensor([index[str(c)] for c in train_y])
         test_t = torch.tensor([index[str(c)] for c in test_y])

@@ -1,0 +1,203 @@
+"""Check a composed config before any data is read or any model is built.
+
+Every problem is reported as one line that names the key, the value given and what is allowed,
+e.g. ``model.encoder.dropout=1.5: must be in [0, 1)``; ``check_config`` raises a ``ConfigError``
+with all of them. Hydra already refuses overrides of keys that do not exist; this also catches
+unknown keys that arrive with ``+key=...`` or in a user's own YAML file, by comparing every
+``_target_`` node with the signature of what it instantiates.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+
+from seqlab.errors import ConfigError
+from seqlab.nn.init_state import INIT_STATE_KINDS
+from seqlab.nn.lstm import IMPLS
+from seqlab.nn.pooling import POOLING_KINDS
+
+# Keys Hydra's instantiate reads itself.
+HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+ENCODER = "seqlab.nn.LSTMEncoder"
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+# Sized by the data module, never by the user.
+FROM_DATA = ("input_size", "num_classes", "output_size", "vocabulary", "class_names")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` naming every problem found in ``cfg`` (train, eval, predict...)."""
+    problems = list(config_problems(cfg))
+    if problems:
+        raise ConfigError(problems)
+
+
+def config_problems(cfg: DictConfig) -> Iterator[str]:
+    for group in ("data", "trainer", "model.optimizer", "model.scheduler"):
+        node = OmegaConf.select(cfg, group)
+        if isinstance(node, DictConfig) and "_target_" in node:
+            yield from unknown_keys(node, group)
+    for group in ("callbacks", "logger"):
+        for name, node in (cfg.get(group) or {}).items():
+            if isinstance(node, DictConfig) and "_target_" in node:
+                yield from unknown_keys(node, f"{group}.{name}")
+    if "model" in cfg:
+        yield from model_problems(cfg)
+    if "trainer" in cfg:
+        yield from trainer_problems(cfg.trainer)
+
+
+def unknown_keys(
+    node: DictConfig, path: str, target: Callable[..., Any] | None = None, ignore: tuple = ()
+) -> Iterator[str]:
+    """Keys of ``node`` that ``target`` (default: the node's ``_target_``) does not take."""
+    if target is None:
+        try:
+            target = get_object(node._target_)
+        except Exception:
+            yield f"{path}._target_={node._target_!r}: cannot be imported"
+            return
+    params = parameters(target)
+    if params is None:  # takes **kwargs: anything goes
+        return
+    for key in node:
+        if key in HYDRA_KEYS or key in params or key in ignore:
+            continue
+        close = difflib.get_close_matches(str(key), params, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        name = getattr(target, "__name__", str(target))
+        yield f"{path}.{key}: unknown key{hint}; {name} takes: {', '.join(sorted(params))}"
+
+
+def parameters(target: Callable[..., Any]) -> list[str] | None:
+    """Keyword names ``target`` accepts, or None when it takes ``**kwargs``."""
+    fn = target.__init__ if inspect.isclass(target) else target  # type: ignore[misc]
+    names = []
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind is param.VAR_KEYWORD:
+            return None
+        if param.name != "self" and param.kind is not param.VAR_POSITIONAL:
+            names.append(param.name)
+    return names
+
+
+def model_problems(cfg: DictConfig) -> Iterator[str]:
+    model = cfg.model
+    task_cls = data_task(cfg)
+    if task_cls is not None:
+        for key in model:
+            if key in FROM_DATA:
+                yield f"model.{key}={model[key]}: set by the data module; remove it"
+        yield from unknown_keys(model, "model", task_cls, ignore=FROM_DATA)
+    encoder = model.get("encoder")
+    if isinstance(encoder, DictConfig):
+        target = encoder.get("_target_", ENCODER)
+        if target in (ENCODER, "seqlab.nn.encoder.LSTMEncoder"):
+            yield from unknown_keys(encoder, "model.encoder", get_object(ENCODER), ("input_size",))
+            yield from encoder_problems(encoder)
+            if task_cls is not None and task_cls.causal and encoder.get("bidirectional"):
+                yield (
+                    "model.encoder.bidirectional=true: the data's task predicts the next step "
+                    "and a bidirectional encoder would see the future; use model=lstm"
+                )
+    head = model.get("head")
+    if isinstance(head, DictConfig):
+        from seqlab.nn.heads import MLPHead
+
+        yield from unknown_keys(head, "model.head", MLPHead, ("input_size", "output_size"))
+        yield from check_number(head, "model.head", "hidden_size", int, lo=0)
+        yield from check_number(head, "model.head", "dropout", float, lo=0, hi_open=1)
+    optimizer = model.get("optimizer")
+    if isinstance(optimizer, DictConfig) and "lr" in optimizer:
+        yield from check_number(optimizer, "model.optimizer", "lr", float, lo_open=0)
+
+
+def data_task(cfg: DictConfig) -> Any:
+    """The task module class the data's module asks for, without building the data."""
+    from seqlab.tasks import TASKS
+
+    target = OmegaConf.select(cfg, "data._target_")
+    try:
+        task = getattr(get_object(target), "task", None) if target else None
+    except Exception:
+        return None
+    return TASKS.get(task) if task else None
+
+
+def encoder_problems(encoder: DictConfig) -> Iterator[str]:
+    path = "model.encoder"
+    yield from check_number(encoder, path, "hidden_size", int, lo=1)
+    yield from check_number(encoder, path, "num_layers", int, lo=1)
+    yield from check_number(encoder, path, "proj_size", int, lo=0)
+    for key in ("dropout", "input_dropout", "recurrent_dropout"):
+        yield from check_number(encoder, path, key, float, lo=0, hi_open=1)
+    yield from check_choice(encoder, path, "impl", IMPLS)
+    yield from check_choice(encoder, path, "init_state", INIT_STATE_KINDS)
+    yield from check_choice(encoder, path, "pooling", (*POOLING_KINDS, None))
+    proj, hidden = encoder.get("proj_size", 0), encoder.get("hidden_size")
+    if isinstance(proj, int) and isinstance(hidden, int) and proj >= hidden > 0:
+        yield f"{path}.proj_size={proj}: must be smaller than hidden_size ({hidden}), or 0"
+    if encoder.get("impl") == "fused":
+        loop_only = {
+            "layer_norm": bool(encoder.get("layer_norm")),
+            "recurrent_dropout": bool(encoder.get("recurrent_dropout")),
+            "forget_bias": encoder.get("forget_bias") is not None,
+        }
+        for key, asked in loop_only.items():
+            if asked:
+                yield (
+                    f"{path}.{key}={encoder[key]}: only the loop impl has it, and impl=fused; "
+                    "use model.encoder.impl=loop (or auto)"
+                )
+
+
+def trainer_problems(trainer: DictConfig) -> Iterator[str]:
+    precision = str(trainer.get("precision", "32-true"))
+    if precision not in PRECISIONS:
+        yield f"trainer.precision={precision}: allowed: {', '.join(PRECISIONS)}"
+    epochs = trainer.get("max_epochs")
+    if epochs is not None and not (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)):
+        yield f"trainer.max_epochs={epochs}: must be a positive integer (or -1: no limit)"
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and not (isinstance(clip, (int, float)) and clip >= 0):
+        yield f"trainer.gradient_clip_val={clip}: must be >= 0 (or null: no clipping)"
+
+
+def check_number(
+    node: DictConfig,
+    path: str,
+    key: str,
+    kind: type,
+    lo: float | None = None,
+    lo_open: float | None = None,
+    hi_open: float | None = None,
+) -> Iterator[str]:
+    if key not in node or node[key] is None:
+        return
+    value = node[key]
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int and not (numeric and float(value).is_integer()):
+        yield f"{path}.{key}={value!r}: must be an integer"
+        return
+    if not numeric:
+        yield f"{path}.{key}={value!r}: must be a number"
+        return
+    if lo is not None and value < lo:
+        bound = f"[{lo}, {hi_open})" if hi_open is not None else f">= {lo}"
+        yield f"{path}.{key}={value}: must be {'in ' if hi_open is not None else ''}{bound}"
+    elif lo_open is not None and value <= lo_open:
+        yield f"{path}.{key}={value}: must be > {lo_open}"
+    elif hi_open is not None and value >= hi_open:
+        bound = f"[{lo}, {hi_open})" if lo is not None else f"< {hi_open}"
+        yield f"{path}.{key}={value}: must be in {bound}"
+
+
+def check_choice(node: DictConfig, path: str, key: str, allowed: tuple) -> Iterator[str]:
+    if key in node and node[key] not in allowed:
+        names = ", ".join("null" if a is None else str(a) for a in allowed)
+        yield f"{path}.{key}={node[key]!r}: allowed: {names}"
