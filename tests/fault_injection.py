@@ -36,3 +36,16 @@ class SignalAtBatch(Callback):
         batch_idx = args[-1]
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
             os.kill(os.getpid(), self.signum)
+
+
+class NaNInputsAt(Callback):
+    """Fills the inputs of the training batches at the given global steps with NaN."""
+
+    def __init__(self, steps: list[int]) -> None:
+        self.steps = set(steps)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step in self.steps:
+            batch["x"].fill_(float("nan"))
