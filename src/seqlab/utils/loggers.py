@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger, WandbLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +44,80 @@ def wandb_offline(requested: bool | None) -> bool:
 
 
 def instantiate_loggers(config: DictConfig | None) -> list[Logger]:
-    """One logger per non-null entry of the ``logger`` group."""
+    """One logger per non-null entry of the ``logger`` group.
+
+    wandb is started here: if it cannot start (a broken install, a full disk, a server that
+    refuses the key) the run goes on with the other loggers and a warning, instead of failing.
+    """
     loggers: list[Logger] = []
     for name, entry in (config or {}).items():
         if entry is None:
             continue
         if "_target_" not in entry:
             raise ValueError(f"logger.{name}: no _target_ (got keys {sorted(entry)})")
-        kwargs: dict[str, Any] = {}
-        if entry["_target_"] == WANDB_TARGET:
-            kwargs["offline"] = wandb_offline(entry.get("offline"))
-            if kwargs["offline"]:
-                # Nothing in offline mode may touch the network (no version checks either).
-                os.environ.setdefault("WANDB_DISABLE_GIT", "true")
-            Path(entry["save_dir"]).mkdir(parents=True, exist_ok=True)
-        loggers.append(instantiate(entry, **kwargs))
+        if entry["_target_"] != WANDB_TARGET:
+            loggers.append(instantiate(entry))
+            continue
+        try:
+            loggers.append(start_wandb(entry))
+        except Exception as error:  # whatever wandb raises, training goes on
+            others = ", ".join(n for n, e in config.items() if e is not None and n != name)  # type: ignore[union-attr]
+            log.warning(
+                "wandb did not start (%s: %s); going on without it%s",
+                type(error).__name__,
+                error,
+                f", logging to {others}" if others else "",
+            )
     return loggers
+
+
+def start_wandb(entry: DictConfig) -> WandbLogger:
+    """A WandbLogger with its run started: offline unless credentials exist, named, grouped
+    and tagged after the run (see ``wandb_names``) where the config leaves those open."""
+    offline = wandb_offline(entry.get("offline"))
+    kwargs: dict[str, Any] = {"offline": offline, **wandb_names(entry)}
+    if offline:
+        # Nothing in offline mode may touch the network (no version checks either).
+        os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+        if entry.get("log_model"):
+            log.info("wandb is offline: checkpoints are not uploaded as artifacts")
+            kwargs["log_model"] = False
+    Path(entry["save_dir"]).mkdir(parents=True, exist_ok=True)
+    logger = instantiate(entry, **kwargs)
+    _ = logger.experiment  # starts the run (on rank 0; a no-op elsewhere)
+    return logger
+
+
+def wandb_names(entry: DictConfig) -> dict[str, Any]:
+    """Run name, group and tags from the Hydra run, for the ones the config leaves empty.
+
+    name: ``<task_name>/<run folder>``, or in a multirun ``<task_name>/<sweep>/<job number>``
+    (the job's own values are in its config); group: the experiment, or in a multirun the sweep (so a sweep's runs sit
+    together); tags: the config's tags plus the data, model and experiment chosen.
+    """
+    if not HydraConfig.initialized():
+        return {}
+    hydra = HydraConfig.get()
+    choices = hydra.runtime.choices
+    run_dir = Path(hydra.runtime.output_dir)
+    task = OmegaConf.select(entry, "job_type", default=None) or hydra.job.name
+    names: dict[str, Any] = {}
+    experiment = choices.get("experiment")
+    if hydra.mode == RunMode.MULTIRUN:
+        sweep = f"{task}/{run_dir.parent.name}"
+        name, group = f"{sweep}/{run_dir.name}", sweep
+    else:
+        name, group = f"{task}/{run_dir.name}", experiment or ""
+    if not entry.get("name"):
+        names["name"] = name
+    if not entry.get("group") and group:
+        names["group"] = group
+    tags = list(entry.get("tags") or [])
+    for key in ("data", "model", "experiment"):
+        if choices.get(key) and f"{key}={choices[key]}" not in tags:
+            tags.append(f"{key}={choices[key]}")
+    names["tags"] = tags
+    return names
 
 
 def instantiate_callbacks(config: DictConfig | None, has_logger: bool) -> list[Callback]:
