@@ -13,8 +13,22 @@ from omegaconf import DictConfig
 
 from seqlab.callbacks.plots import learning_curves_figure
 from seqlab.train import train
+from tests.conftest import TINY
+
+# The tiny overrides, with the plots on whatever TINY says about them.
+TINY_WITH_PLOTS = [o for o in TINY if not o.startswith("callbacks.plots")]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def make_cfg(make_cfg):  # type: ignore[no-untyped-def]
+    """conftest's ``make_cfg`` with the plots callback on."""
+
+    def make(*overrides: str) -> DictConfig:
+        return make_cfg(*TINY_WITH_PLOTS, *overrides, tiny=False)
+
+    return make
 
 
 def plots_dir(cfg: DictConfig) -> Path:
