@@ -19,6 +19,7 @@ TINY = [
     "trainer.max_epochs=1",
     "callbacks.rich_progress_bar=null",
     "callbacks.model_summary=null",
+    "callbacks.plots=null",
     "logger=csv",
 ]
 

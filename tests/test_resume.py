@@ -27,9 +27,11 @@ def metrics_of(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env |= {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+def cli(
+    tmp_path: Path, *overrides: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "SLURM_"))}
+    env = base | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"} | (env or {})
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "train.py"), *RUN, *overrides],
         cwd=tmp_path,
@@ -124,3 +126,49 @@ def test_checkpoint_write_that_fails_half_way_leaves_the_previous_one(tmp_path, 
 def test_ckpt_path_last_without_runs_says_where_it_looked(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"ckpt_path=last: no checkpoints/last\.ckpt"):
         in_process(tmp_path, "x", "ckpt_path=last")
+
+
+def test_slurm_requeue_signal_then_sigterm_then_the_requeued_job_resumes(tmp_path) -> None:
+    """SLURM pre-emption: SIGUSR1 (Lightning saves an hpc checkpoint and re-queues the job with
+    scontrol), SIGTERM (seqlab saves last.ckpt and exits), then the same command again under
+    the same job id, which lands in the same run folder and resumes."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    slurm = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_NTASKS": "1",
+        "SLURM_NODELIST": "localhost",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
+    logs = tmp_path / "logs"
+    full = cli(tmp_path, f"paths.log_dir={logs}", f"hydra.run.dir={tmp_path / 'full'}")
+    assert full.returncode == 0, full.stderr[-3000:]
+    signals = [
+        "+callbacks.usr1._target_=tests.fault_injection.SignalAtBatch",
+        "+callbacks.usr1.epoch=1",
+        "+callbacks.usr1.batch=0",
+        f"+callbacks.usr1.signum={int(signal.SIGUSR1)}",
+        "+callbacks.term._target_=tests.fault_injection.SignalAtBatch",
+        "+callbacks.term.epoch=1",
+        "+callbacks.term.batch=1",
+    ]
+    first = cli(tmp_path, f"paths.log_dir={logs}", *signals, env=slurm)
+    assert first.returncode == 128 + signal.SIGTERM, first.stderr[-3000:]
+    run_dir = logs / "train" / "runs" / "slurm-4242"
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    assert (
+        list(run_dir.glob("hpc_ckpt_*.ckpt")) and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    )
+    assert not (run_dir / "metrics.json").exists()
+
+    again = cli(tmp_path, f"paths.log_dir={logs}", *signals, env=slurm)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from it (a re-queued job)" in again.stdout + again.stderr
+    assert metrics_of(run_dir) == metrics_of(tmp_path / "full")

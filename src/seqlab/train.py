@@ -70,7 +70,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     (``paths.output_dir`` is pointed there), so its best-checkpoint tracking carries on."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is None:
-        return None
+        return requeued_checkpoint(Path(cfg.paths.output_dir))
     if ckpt_path == "last":
         task_dir = Path(cfg.paths.log_dir) / cfg.task_name
         candidates = sorted(task_dir.glob("*runs/**/checkpoints/last.ckpt"), key=_mtime)
@@ -89,6 +89,19 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
             cfg.paths.output_dir = str(path.parent.parent)
         log.info("resuming %s in its run folder %s", path, cfg.paths.output_dir)
     return str(path)
+
+
+def requeued_checkpoint(run_dir: Path) -> str | None:
+    """A fresh run's folder is empty; one that already holds a checkpoint is a job started
+    again in the same folder (SLURM re-queues a pre-empted job under its job id, see
+    ``configs/hydra/default.yaml``): it goes on from its newest checkpoint, ``last.ckpt`` or
+    the ``hpc_ckpt_*.ckpt`` that Lightning saves on SLURM's requeue signal."""
+    found = [*run_dir.glob("checkpoints/last.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
+    if not found:
+        return None
+    newest = max(found, key=_mtime)
+    log.warning("%s already holds %s: resuming from it (a re-queued job)", run_dir, newest.name)
+    return str(newest)
 
 
 def _mtime(path: Path) -> float:
