@@ -117,7 +117,7 @@ def test_missing_or_foreign_checkpoints_are_refused(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
         load_language_model(tmp_path / "nope.ckpt")
     foreign = tmp_path / "classifier.ckpt"
-    torch.save({"hyper_parameters": {"num_classes": 3}, "state_dict": {}}, foreign)
+    torch.save({"hyper_parameters": {"num_classes": 3, "encoder": {}}, "state_dict": {}}, foreign)
     with pytest.raises(ValueError, match="not a language model's checkpoint"):
         load_language_model(foreign)
 

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-import lightning as L
 from omegaconf import DictConfig
 
 from seqlab.config_checks import check_config
 from seqlab.errors import exit_on_user_error
-from seqlab.pipeline import build_datamodule, build_trainer, task_class, test_and_report
+from seqlab.pipeline import build_trainer, test_and_report
 from seqlab.utils.loggers import finish_loggers
 from seqlab.utils.reporting import print_config_tree
+from seqlab.utils.trained import load_trained
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rebuild the model from the checkpoint's saved hyperparameters and test it."""
-    ckpt_path = Path(cfg.ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg)
-    model = task_class(datamodule).load_from_checkpoint(ckpt_path, map_location="cpu")
+    datamodule, model = load_trained(cfg)
     trainer, loggers = build_trainer(cfg, with_callbacks=False)
     try:
         return test_and_report(trainer, model, datamodule, None, cfg.paths.output_dir)

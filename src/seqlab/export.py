@@ -29,6 +29,8 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.export import Dim, ExportedProgram
 
+from seqlab.config_checks import check_config
+from seqlab.errors import UserError, exit_on_user_error
 from seqlab.nn.lstm import LSTM, _reverse_index, reverse_time
 from seqlab.tasks import LanguageModel, SequenceTask
 from seqlab.utils.reporting import atomic_write, print_config_tree
@@ -68,7 +70,7 @@ class MaskedLSTM(nn.Module):
     def __init__(self, lstm: LSTM) -> None:
         super().__init__()
         if getattr(lstm, "layer_norm", False):
-            raise ValueError(
+            raise UserError(
                 "model.encoder.layer_norm=true: export supports LSTMs without layer norm only"
             )
         self.lstm = lstm
@@ -138,7 +140,7 @@ class ExportableModel(nn.Module):
         task = copy.deepcopy(task).eval()
         lstm = getattr(task.encoder, "lstm", None)
         if not isinstance(lstm, LSTM):
-            raise ValueError(
+            raise UserError(
                 f"model.encoder: export knows seqlab's LSTMEncoder only, got "
                 f"{type(task.encoder).__name__}"
             )
@@ -216,7 +218,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     against the checkpoint's own forward on a batch of the test split; returns a summary (also
     saved as ``export.json``)."""
     if cfg.format not in FORMATS:
-        raise ValueError(f"format={cfg.format!r}: allowed: {', '.join(FORMATS)}")
+        raise UserError(f"format={cfg.format!r}: allowed: {', '.join(FORMATS)}")
     datamodule, task = load_trained(cfg)
     batch = next(iter(datamodule.test_dataloader()))
     model = ExportableModel(task)
@@ -255,7 +257,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+@exit_on_user_error
 def main(cfg: DictConfig) -> dict[str, Any]:
+    check_config(cfg)
     print_config_tree(cfg, save_dir=cfg.paths.output_dir)
     summary = export(cfg)
     print(json.dumps(summary, indent=2))

@@ -5,30 +5,24 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
+from seqlab.errors import DataError, exit_on_user_error
 from seqlab.tasks.language_model import LanguageModel
 from seqlab.utils.reporting import atomic_write
+from seqlab.utils.trained import is_language_model_checkpoint, load_task
 
 log = logging.getLogger(__name__)
 
 
 def load_language_model(ckpt_path: str | Path) -> LanguageModel:
     """A `LanguageModel` rebuilt from its checkpoint alone (the vocabulary is saved in it)."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
-    # Plain tensors and containers only: the hyperparameters are dicts, lists and strings.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "vocabulary" not in checkpoint.get("hyper_parameters", {}):
-        raise ValueError(
+    if not is_language_model_checkpoint(ckpt_path):
+        raise DataError(
             f"ckpt_path={ckpt_path}: not a language model's checkpoint (it saved no vocabulary); "
             "train one with data=shakespeare or data=text"
         )
-    model = LanguageModel(**checkpoint["hyper_parameters"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
+    return load_task(ckpt_path, LanguageModel)  # type: ignore[return-value]
 
 
 def generate(cfg: DictConfig) -> str:
@@ -47,6 +41,7 @@ def generate(cfg: DictConfig) -> str:
     return text
 
 
+@exit_on_user_error
 def main(cfg: DictConfig) -> str:
     text = generate(cfg)
     print(text)

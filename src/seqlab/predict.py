@@ -21,7 +21,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from seqlab.config_checks import check_config
 from seqlab.data.base import SPLITS
+from seqlab.errors import UserError, exit_on_user_error
 from seqlab.tasks import (
     SequenceClassifier,
     SequenceForecaster,
@@ -103,7 +105,7 @@ def _layout(model: SequenceTask, class_names: Sequence[str]) -> tuple[list[str],
         header = ["index", "step", "scored", *_channels("target", channels)]
         return header + _channels("pred", channels), forecasting
 
-    raise ValueError(
+    raise UserError(
         f"{type(model).__name__}: no prediction table for this task; language models sample "
         "text with scripts/generate.py"
     )
@@ -138,9 +140,9 @@ def to_csv(header: Sequence[str], rows: Iterable[Row]) -> str:
 def predict(cfg: DictConfig) -> Path:
     """Write ``predictions_<split>.csv`` in the run folder; returns its path."""
     if cfg.split not in SPLITS:
-        raise ValueError(f"split={cfg.split!r}: allowed: {', '.join(SPLITS)}")
+        raise UserError(f"split={cfg.split!r}: allowed: {', '.join(SPLITS)}")
     if is_language_model_checkpoint(cfg.ckpt_path):
-        raise ValueError(
+        raise UserError(
             f"ckpt_path={cfg.ckpt_path} is a language model: it has no per-sample predictions "
             "to tabulate. Sample text from it with `python scripts/generate.py "
             f"ckpt_path={cfg.ckpt_path} prompt=...`"
@@ -163,7 +165,9 @@ def predict(cfg: DictConfig) -> Path:
     return path
 
 
+@exit_on_user_error
 def main(cfg: DictConfig) -> Path:
+    check_config(cfg)
     print_config_tree(cfg, save_dir=cfg.paths.output_dir)
     path = predict(cfg)
     print(f"predictions: {path}")
