@@ -84,7 +84,10 @@ def start_wandb(entry: DictConfig) -> WandbLogger:
             kwargs["log_model"] = False
     Path(entry["save_dir"]).mkdir(parents=True, exist_ok=True)
     logger = instantiate(entry, **kwargs)
-    _ = logger.experiment  # starts the run (on rank 0; a no-op elsewhere)
+    run = logger.experiment  # starts the run (on rank 0; a no-op elsewhere)
+    if hasattr(run, "define_metric"):
+        # The run's summary (and a wandb sweep's objective) is the best val/loss, not the last.
+        run.define_metric("val/loss", summary="min")
     return logger
 
 
