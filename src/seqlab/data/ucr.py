@@ -89,9 +89,11 @@ def load_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     except Exception as err:  # aeon raises many types for malformed files
         raise DataError(f"{path}: not a readable .ts file: {err}") from err
     series = [np.asarray(x, dtype=np.float32).T for x in X]  # aeon gives (C, T)
+    if not series:
+        raise DataError(f"{path}: no samples; is it a .ts file with a @data section?")
     for i, x in enumerate(series):
-        if x.shape[0] == 0:
-            raise DataError(f"{path}: sample {i} is empty")
+        if x.size == 0:
+            raise DataError(f"{path}: sample {i} is empty (shape {x.shape} as steps x channels)")
         if not np.isfinite(x).all():
             raise DataError(
                 f"{path}: sample {i} has NaN or inf values (missing values are not supported)"
