@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
@@ -157,9 +158,10 @@ def encoder_problems(encoder: DictConfig) -> Iterator[str]:
 
 
 def trainer_problems(trainer: DictConfig) -> Iterator[str]:
-    precision = str(trainer.get("precision", "32-true"))
-    if precision not in PRECISIONS:
-        yield f"trainer.precision={precision}: allowed: {', '.join(PRECISIONS)}"
+    try:
+        check_precision(trainer)
+    except ConfigError as error:
+        yield from error.problems
     epochs = trainer.get("max_epochs")
     if epochs is not None and not (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)):
         yield f"trainer.max_epochs={epochs}: must be a positive integer (or -1: no limit)"
@@ -201,3 +203,30 @@ def check_choice(node: DictConfig, path: str, key: str, allowed: tuple) -> Itera
     if key in node and node[key] not in allowed:
         names = ", ".join("null" if a is None else str(a) for a in allowed)
         yield f"{path}.{key}={node[key]!r}: allowed: {names}"
+
+
+def check_precision(trainer_cfg: DictConfig) -> None:
+    """Fail before training on a precision the chosen device cannot run."""
+    precision = str(trainer_cfg.get("precision", "32-true"))
+    if precision not in PRECISIONS:
+        raise ConfigError([f"trainer.precision={precision!r}: allowed: {', '.join(PRECISIONS)}"])
+    accelerator = trainer_cfg.get("accelerator", "auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and precision.startswith("16"):
+        raise ConfigError(
+            [f"trainer.precision={precision}: fp16 needs a GPU; on a CPU use bf16-mixed or 32-true"]
+        )
+    if on_cpu and precision.startswith("bf16") and not cpu_supports_bf16():
+        raise ConfigError(
+            [
+                f"trainer.precision={precision}: this CPU has no native bf16 (AVX512-BF16 or "
+                "AMX), so oneDNN cannot run the LSTM in bf16; use trainer.precision=32-true"
+            ]
+        )
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False

@@ -7,7 +7,6 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -17,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqlab.callbacks.graceful_stop import GracefulStop
 from seqlab.callbacks.resume import ExactResume
-from seqlab.config_checks import PRECISIONS
+from seqlab.config_checks import check_precision
+from seqlab.errors import ConfigError
 from seqlab.tasks import TASKS, SequenceTask
 from seqlab.utils.checkpoint_io import AtomicCheckpointIO
 from seqlab.utils.loggers import instantiate_callbacks, instantiate_loggers
@@ -42,8 +42,8 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 def task_class(datamodule: L.LightningDataModule) -> type[SequenceTask]:
     task = getattr(datamodule, "task", None)
     if task not in TASKS:
-        raise ValueError(
-            f"data: {type(datamodule).__name__}.task={task!r}; known tasks: {', '.join(TASKS)}"
+        raise ConfigError(
+            [f"data: {type(datamodule).__name__}.task={task!r}; known tasks: {', '.join(TASKS)}"]
         )
     return TASKS[task]
 
@@ -53,31 +53,6 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> SequenceT
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(model_cfg, dict)
     return task_class(datamodule)(**model_cfg, **datamodule.model_kwargs())  # type: ignore[attr-defined]
-
-
-def check_precision(trainer_cfg: DictConfig) -> None:
-    """Fail before training on a precision the chosen device cannot run."""
-    precision = str(trainer_cfg.get("precision", "32-true"))
-    if precision not in PRECISIONS:
-        raise ValueError(f"trainer.precision={precision!r}: allowed: {', '.join(PRECISIONS)}")
-    accelerator = trainer_cfg.get("accelerator", "auto")
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and precision.startswith("16"):
-        raise ValueError(
-            f"trainer.precision={precision}: fp16 needs a GPU; on a CPU use bf16-mixed or 32-true"
-        )
-    if on_cpu and precision.startswith("bf16") and not cpu_supports_bf16():
-        raise ValueError(
-            f"trainer.precision={precision}: this CPU has no native bf16 (AVX512-BF16 or AMX), "
-            "so oneDNN cannot run the LSTM in bf16; use trainer.precision=32-true"
-        )
-
-
-def cpu_supports_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch built without oneDNN
-        return False
 
 
 def check_multirun_strategy(trainer: L.Trainer) -> None:
@@ -92,9 +67,11 @@ def check_multirun_strategy(trainer: L.Trainer) -> None:
         and getattr(strategy, "_start_method", "popen") == "popen"
         and not strategy.cluster_environment.creates_processes_externally  # type: ignore[union-attr]
     ):
-        raise ValueError(
-            "trainer.strategy=ddp in a Hydra multirun (-m): use trainer.strategy=ddp_spawn, "
-            "or launch the processes outside (torchrun, SLURM / the submitit launcher)"
+        raise ConfigError(
+            [
+                "trainer.strategy=ddp in a Hydra multirun (-m): use trainer.strategy=ddp_spawn, "
+                "or launch the processes outside (torchrun, SLURM / the submitit launcher)"
+            ]
         )
 
 
