@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train eval test test-slow test-gpu lint format benchmark clean
+.PHONY: install train eval test test-slow test-gpu lint precommit format benchmark clean
 
 install: $(STAMP)
 
@@ -38,9 +38,17 @@ test-slow: install
 test-gpu: install
 	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
 
+## ruff lint, ruff format check and mypy (settings in pyproject.toml); changes no file.
 lint: install
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy src
+
+## Installs the git hook (.pre-commit-config.yaml: ruff, ruff format, mypy on every commit),
+## then runs it once on every file. The hooks call the tools on PATH: .venv's here.
+precommit: install
+	$(BIN)/pre-commit install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pre-commit run --all-files
 
 format: install
 	$(BIN)/ruff check --fix src tests scripts

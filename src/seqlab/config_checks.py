@@ -72,12 +72,12 @@ def unknown_keys(
         close = difflib.get_close_matches(str(key), params, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         name = getattr(target, "__name__", str(target))
-        yield f"{path}.{key}: unknown key{hint}; {name} takes: {', '.join(sorted(params))}"
+        yield f"{path}.{key!s}: unknown key{hint}; {name} takes: {', '.join(sorted(params))}"
 
 
 def parameters(target: Callable[..., Any]) -> list[str] | None:
     """Keyword names ``target`` accepts, or None when it takes ``**kwargs``."""
-    fn = target.__init__ if inspect.isclass(target) else target  # type: ignore[misc]
+    fn = target.__init__ if inspect.isclass(target) else target
     names = []
     for param in inspect.signature(fn).parameters.values():
         if param.kind is param.VAR_KEYWORD:

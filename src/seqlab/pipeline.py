@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
@@ -50,7 +51,7 @@ def task_class(datamodule: L.LightningDataModule) -> type[SequenceTask]:
 
 def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> SequenceTask:
     """The task module the data asks for, sized by the data (input size, classes, ...)."""
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.model, resolve=True))
     assert isinstance(model_cfg, dict)
     return task_class(datamodule)(**model_cfg, **datamodule.model_kwargs())  # type: ignore[attr-defined]
 

@@ -76,7 +76,7 @@ class GracefulStop(Callback):
     ) -> None:
         self._restore_handler()
         if isinstance(exception, SIGTERMException):
-            signum = signal.SIGTERM
+            signum: int = signal.SIGTERM
         elif isinstance(exception, TrainingStopped):
             signum = exception.signum
         else:

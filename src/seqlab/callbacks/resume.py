@@ -10,7 +10,7 @@ resumed mid-epoch goes on with the very next batch (``seqlab.data.base.Resumable
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -23,7 +23,9 @@ RNG_KEY = "rng_states"
 def rng_states() -> dict[str, Any]:
     """The generators' states as tensors, ints and tuples only, so the checkpoint still loads
     with ``torch.load(weights_only=True)``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    # The legacy (default) form is a tuple; numpy's stubs also allow the dict form.
+    state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    kind, keys, pos, has_gauss, gauss = state
     states: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),

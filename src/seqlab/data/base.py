@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import numpy as np
@@ -15,6 +16,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from seqlab.data.collate import Batch, pad_collate
 from seqlab.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loops.progress import _ProcessedTracker
 
 SPLITS = ("train", "val", "test")
 
@@ -92,7 +96,8 @@ def train_position(trainer: L.Trainer) -> tuple[int, int]:
     creates a resumed run's first loader iterator before it calls ``set_epoch``, so a sampler
     asks this instead.
     """
-    epochs = trainer.fit_loop.epoch_progress.current
+    # Lightning declares `current` as the base tracker; an epoch's is a _ProcessedTracker.
+    epochs = cast("_ProcessedTracker", trainer.fit_loop.epoch_progress.current)
     mid_epoch = epochs.started > epochs.processed
     batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
     return epochs.processed, batches if mid_epoch else 0
@@ -117,7 +122,7 @@ class ResumableSampler(DistributedSampler):
         position: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         super().__init__(
-            dataset,  # type: ignore[arg-type]
+            dataset,
             num_replicas=world_size,
             rank=rank,
             shuffle=True,
@@ -126,7 +131,7 @@ class ResumableSampler(DistributedSampler):
         self.batch_size = batch_size
         self.position = position
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[int]:
         skip = 0
         if self.position is not None:
             epoch, skip = self.position()
@@ -163,8 +168,8 @@ class SequenceDataModule(L.LightningDataModule, abc.ABC):
     def model_kwargs(self) -> dict[str, int]:
         """What the task module's constructor needs to know about the data."""
 
-    def collate(self, samples: Sequence[tuple[Tensor, ...]]) -> Batch:
-        return pad_collate(samples)  # type: ignore[arg-type]
+    def collate(self, samples: Sequence[Any]) -> Batch:
+        return pad_collate(samples)
 
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
@@ -201,7 +206,7 @@ class SequenceDataModule(L.LightningDataModule, abc.ABC):
             # which evaluation would count twice; this one gives each sample to exactly one
             # process (shards may then differ by one batch, which evaluation tolerates).
             sampler = UnrepeatedDistributedSampler(
-                dataset,  # type: ignore[arg-type]
+                dataset,
                 num_replicas=world_size,
                 rank=rank,
                 shuffle=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -81,7 +82,7 @@ class SunspotsDataModule(SequenceDataModule):
     def model_kwargs(self) -> dict[str, int]:
         return {"input_size": 1, "rollout_horizon": self.rollout_horizon}
 
-    def collate(self, samples: list[tuple[Tensor, Tensor, Tensor]]) -> Batch:  # type: ignore[override]
+    def collate(self, samples: Sequence[tuple[Tensor, Tensor, Tensor]]) -> Batch:
         return masked_collate(samples)
 
     def build_datasets(self) -> dict[str, Dataset]:

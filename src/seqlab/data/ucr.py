@@ -113,6 +113,7 @@ class UCRDataModule(SequenceDataModule):
     """
 
     task = "classification"
+    name: str  # the data set (LightningDataModule's optional name)
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ class LSTMCell(nn.LSTMCell):
 
     def forward(
         self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    ) -> tuple[Tensor, Tensor]:
         if input.dim() not in (1, 2):
             raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
         batched = input.dim() == 2

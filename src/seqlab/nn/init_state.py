@@ -52,6 +52,8 @@ class InitialState(nn.Module):
         # Follows .to(device) / .double() so that zeros and noise land where the module lives.
         self.register_buffer("_anchor", torch.empty(0), persistent=False)
 
+    _anchor: Tensor
+
     def extra_repr(self) -> str:
         noise = f", noise_std={self.noise_std}" if self.kind == "noise" else ""
         return f"kind={self.kind!r}, num_states={self.num_states}, hidden_size={self.hidden_size}{noise}"

@@ -12,7 +12,7 @@ the research options live (layer norm, recurrent dropout, forget-gate bias).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -175,7 +175,7 @@ class LSTM(nn.LSTM):
         self.forget_bias = forget_bias
         self.orthogonal_init = orthogonal_init
         if layer_norm:
-            factory = {"device": device, "dtype": dtype}
+            factory: dict[str, Any] = {"device": device, "dtype": dtype}
             for layer in range(num_layers):
                 for suffix in self._direction_suffixes():
                     name = f"l{layer}{suffix}"
@@ -245,20 +245,23 @@ class LSTM(nn.LSTM):
         *,
         lengths: LengthsLike | None = None,
     ) -> tuple[Tensor | PackedSequence, State]:
-        if lengths is not None and isinstance(input, PackedSequence):
-            raise ValueError(
-                "lengths cannot be combined with a PackedSequence, which carries its own lengths"
-            )
-        if lengths is not None and input.dim() != 3:
-            raise ValueError(
-                f"lengths needs a batched 3-D input, got a {input.dim()}-D input; "
-                "drop lengths for a single unbatched sequence"
-            )
+        if lengths is not None:
+            if isinstance(input, PackedSequence):
+                raise ValueError(
+                    "lengths cannot be combined with a PackedSequence, which carries its own "
+                    "lengths"
+                )
+            if input.dim() != 3:
+                raise ValueError(
+                    f"lengths needs a batched 3-D input, got a {input.dim()}-D input; "
+                    "drop lengths for a single unbatched sequence"
+                )
         self._update_flat_weights()
         if self.impl == "fused":
             if lengths is None:
                 return super().forward(input, hx)
-            return self._fused_padded(input, hx, lengths)
+            # Not a PackedSequence: refused above when lengths are given.
+            return self._fused_padded(cast(Tensor, input), hx, lengths)
         if isinstance(input, PackedSequence):
             return self._loop_packed(input, hx)
         return self._loop_padded(input, hx, lengths)

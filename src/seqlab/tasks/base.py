@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
@@ -31,6 +31,13 @@ class SequenceTask(L.LightningModule):
 
     #: True for tasks where step t may only see steps <= t (e.g. next-character prediction).
     causal: bool = False
+
+    # Set by build_network and set_metrics.
+    encoder: nn.Module
+    head: MLPHead
+    train_metrics: MetricCollection
+    val_metrics: MetricCollection
+    test_metrics: MetricCollection
 
     def __init__(
         self,
@@ -62,7 +69,8 @@ class SequenceTask(L.LightningModule):
         if per_step:
             encoder = {**encoder, "pooling": None}
         self.encoder = build_encoder(encoder, input_size)
-        self.head = MLPHead(self.encoder.output_size, output_size, **(head or {}))
+        encoder_size = cast(int, self.encoder.output_size)
+        self.head = MLPHead(encoder_size, output_size, **(head or {}))
 
     def set_metrics(self, metrics: MetricCollection) -> None:
         """One clone of ``metrics`` per stage (``train/acc``, ``val/acc``, ...), registered as
@@ -110,15 +118,18 @@ class SequenceTask(L.LightningModule):
             loss = loss * (local * self.trainer.world_size / total)
         return loss
 
-    # `shared_step` is each task's own: its loss, metrics and logging.
+    if TYPE_CHECKING:
+        # Each task's own: its loss, metrics and logging (declared here for the type checker).
+        def shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor: ...
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self.shared_step(batch, "train")  # type: ignore[attr-defined]
+        return self.shared_step(batch, "train")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.shared_step(batch, "val")  # type: ignore[attr-defined]
+        self.shared_step(batch, "val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.shared_step(batch, "test")  # type: ignore[attr-defined]
+        self.shared_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self(batch["x"], batch["lengths"])

@@ -38,6 +38,9 @@ class BitsPerCharacter(Metric):
 
     higher_is_better = False
     full_state_update = False
+    # States, registered by add_state.
+    nll_sum: Tensor
+    tokens: Tensor
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -159,7 +159,9 @@ def _check_outputs_match(models: dict[str, Any], x: torch.Tensor, tolerance: flo
     return differences
 
 
-def _forward(model: Any, x: torch.Tensor, autocast: AbstractContextManager | None = None):
+def _forward(
+    model: Any, x: torch.Tensor, autocast: AbstractContextManager | None = None
+) -> Callable[[], None]:
     def run() -> None:
         with torch.no_grad(), autocast or nullcontext():
             model(x)
@@ -167,7 +169,9 @@ def _forward(model: Any, x: torch.Tensor, autocast: AbstractContextManager | Non
     return run
 
 
-def _forward_backward(model: Any, x: torch.Tensor, autocast: AbstractContextManager | None = None):
+def _forward_backward(
+    model: Any, x: torch.Tensor, autocast: AbstractContextManager | None = None
+) -> Callable[[], None]:
     def run() -> None:
         with autocast or nullcontext():
             output, (h_n, _) = model(x)
@@ -470,7 +474,7 @@ def lightning_run(setup: TrainingSetup, steps: int, log: bool = True) -> RunResu
     seconds = now(setup.device) - start
     if not log:  # Lightning resets only the metrics it was given
         setup.model.train_loss_mean.reset()
-        setup.model.train_metrics.reset()  # type: ignore[operator]
+        setup.model.train_metrics.reset()
     return seconds, [loss.item() for loss in recorder.losses]
 
 
@@ -501,7 +505,7 @@ def raw_run(setup: TrainingSetup, steps: int, metrics: bool) -> RunResult:
         loss = F.cross_entropy(logits.float(), batch["y"])
         if metrics:
             model.train_loss_mean.update(loss.detach().float(), len(batch["y"]))
-            model.train_metrics.update(logits.detach(), batch["y"])  # type: ignore[operator]
+            model.train_metrics.update(logits.detach(), batch["y"])
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
@@ -511,7 +515,7 @@ def raw_run(setup: TrainingSetup, steps: int, metrics: bool) -> RunResult:
     seconds = now(setup.device) - start
     if metrics:  # as Lightning does at the end of an epoch
         model.train_loss_mean.reset()
-        model.train_metrics.reset()  # type: ignore[operator]
+        model.train_metrics.reset()
     return seconds, [loss.item() for loss in losses]
 
 

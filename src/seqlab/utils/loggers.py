@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
@@ -50,7 +51,8 @@ def instantiate_loggers(config: DictConfig | None) -> list[Logger]:
     refuses the key) the run goes on with the other loggers and a warning, instead of failing.
     """
     loggers: list[Logger] = []
-    for name, entry in (config or {}).items():
+    entries = cast("Mapping[str, Any]", config or {})  # a YAML mapping: string keys
+    for name, entry in entries.items():
         if entry is None:
             continue
         if "_target_" not in entry:
@@ -61,7 +63,7 @@ def instantiate_loggers(config: DictConfig | None) -> list[Logger]:
         try:
             loggers.append(start_wandb(entry))
         except Exception as error:  # whatever wandb raises, training goes on
-            others = ", ".join(n for n, e in config.items() if e is not None and n != name)  # type: ignore[union-attr]
+            others = ", ".join(n for n, e in entries.items() if e is not None and n != name)
             log.warning(
                 "wandb did not start (%s: %s); going on without it%s",
                 type(error).__name__,
@@ -130,7 +132,7 @@ def instantiate_callbacks(config: DictConfig | None, has_logger: bool) -> list[C
         if entry is None:
             continue
         if "_target_" not in entry:
-            raise ValueError(f"callbacks.{name}: no _target_ (got keys {sorted(entry)})")
+            raise ValueError(f"callbacks.{name!s}: no _target_ (got keys {sorted(entry)})")
         callback = instantiate(entry)
         if isinstance(callback, LearningRateMonitor) and not has_logger:
             log.info("logger=none: dropping the learning-rate monitor, it needs a logger")
