@@ -1,8 +1,14 @@
 """Benchmarks, one function per section; `scripts/benchmark.py` calls `main`.
 
-    python scripts/benchmark.py                       # encoder section at the seed config
+    python scripts/benchmark.py                       # every section: encoder, train, data
     python scripts/benchmark.py --quick --json out.json
     python scripts/benchmark.py --sections encoder --time-steps 96 --compile
+    python scripts/benchmark.py --sections train,data --clock process --train-overrides model=bilstm
+
+encoder: fused vs loop LSTM at the seed config. train: Lightning's Trainer.fit of the task module
+vs a hand-written loop on the same model, batches and optimizer (configs/train.yaml composed as
+`scripts/train.py` does, loggers and callbacks off). data: batches/s each datamodule's train
+loader delivers vs the training steps/s Lightning runs on them.
 
 A section is `run_<name>(args) -> dict` registered in SECTIONS; it prints its own table and
 returns JSON-ready results, which `main` collects under `results["sections"][name]`.
@@ -865,7 +871,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="between layers (the seed uses 0.4; 0 keeps the comparison about the LSTM kernels)",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="timed rounds per encoder measurement"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(loop)")
     parser.add_argument("--matmul-size", type=int, default=2048, help="size of the roof matmul")
@@ -878,10 +886,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--data-batches", type=int, default=100, help="batches per loader timing")
     data.add_argument("--data-rounds", type=int, default=2, help="rounds (best is reported)")
     data.add_argument(
-        "--data-steps", type=int, default=10, help="N for the Lightning steps/s: N and 2N steps"
+        "--data-steps", type=int, default=5, help="N for the Lightning steps/s: N and 2N steps"
     )
     train.add_argument(
-        "--tiny-factor", type=int, default=4, help="the tiny model runs this many times the steps"
+        "--tiny-factor", type=int, default=2, help="the tiny model runs this many times the steps"
     )
     train.add_argument(
         "--train-threads",
