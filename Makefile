@@ -45,10 +45,10 @@ lint: install
 	$(BIN)/mypy src
 
 ## Installs the git hook (.pre-commit-config.yaml: ruff, ruff format, mypy on every commit),
-## then runs it once on every file. The hooks call the tools on PATH: .venv's here.
+## then runs it once on every file.
 precommit: install
 	$(BIN)/pre-commit install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pre-commit run --all-files
+	$(BIN)/pre-commit run --all-files
 
 format: install
 	$(BIN)/ruff check --fix src tests scripts
