@@ -108,7 +108,9 @@ def test_forecasting_run_writes_forecast_vs_truth(make_cfg, overrides: list[str]
 
 def test_language_model_run_writes_a_table_of_samples(make_cfg, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("To be, or not to be, that is the question.\n" * 200, encoding="utf-8")
+    corpus.write_text(
+        "To be, or not to be: $a_$ or $b^$, that is the question.\n" * 200, encoding="utf-8"
+    )
     cfg = make_cfg(
         "data=text",
         f"data.path={corpus}",

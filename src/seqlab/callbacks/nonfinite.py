@@ -48,7 +48,10 @@ class NonFiniteLossGuard(Callback):
         if str(trainer.precision) == "16-mixed":
             return
         grads = [
-            p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
+            p.grad
+            for group in optimizer.param_groups
+            for p in group["params"]
+            if p.grad is not None
         ]
         if not grads or bool(torch.isfinite(torch.stack([g.norm() for g in grads])).all()):
             return
