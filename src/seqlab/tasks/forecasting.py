@@ -114,4 +114,4 @@ class SequenceForecaster(SequenceTask):
     def _update(self, name: str, preds: Tensor, target: Tensor) -> None:
         metrics = getattr(self, name)
         metrics.update(preds.float().flatten(), target.float().flatten())
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=name.endswith("_metrics"))
+        self.log_epoch(name.split("_")[0], name, metrics, prog_bar=name.endswith("_metrics"))

@@ -153,7 +153,7 @@ class LanguageModel(SequenceTask):
         loss = self.reduce_loss(stage, loss, weight=token_nll.numel())
         bpc = getattr(self, f"{stage}_bpc")
         bpc.update(token_nll)
-        self.log(f"{stage}/bpc", bpc, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        self.log_epoch(stage, f"{stage}/bpc", bpc, prog_bar=stage != "train")
         return loss
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
