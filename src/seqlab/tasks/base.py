@@ -95,13 +95,15 @@ class SequenceTask(L.LightningModule):
         updated at every step all the same, so the epoch's value is the same, and callbacks
         see it at ``on_train_epoch_end`` as before.
         """
-        last_batch = self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        if stage == "train" and self._trainer is not None and not last_batch:
+        if stage == "train" and self._trainer is not None and not self._last_train_batch():
             return
         if isinstance(metric, MetricCollection):
             self.log_dict(metric, on_step=False, on_epoch=True, prog_bar=prog_bar)
         else:
             self.log(name, metric, on_step=False, on_epoch=True, prog_bar=prog_bar)
+
+    def _last_train_batch(self) -> bool:
+        return bool(self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams["optimizer"], params=self.parameters())
