@@ -50,6 +50,7 @@ def test_eval_of_the_saved_checkpoint_reproduces_the_test_metrics(short_run, tmp
     test_metrics = {k: v for k, v in metrics.items() if k.startswith("test/")}
     assert again == pytest.approx(test_metrics, abs=1e-6)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == pytest.approx(again)
+    assert (tmp_path / "eval" / "plots" / "confusion_matrix.png").is_file()
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

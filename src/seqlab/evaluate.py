@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from omegaconf import DictConfig
 
+from seqlab.callbacks.plots import PlotCallback
 from seqlab.config_checks import check_config
 from seqlab.errors import exit_on_user_error
 from seqlab.pipeline import build_trainer, test_and_report
@@ -19,7 +21,9 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rebuild the model from the checkpoint's saved hyperparameters and test it."""
     datamodule, model = load_trained(cfg)
-    trainer, loggers = build_trainer(cfg, with_callbacks=False)
+    # The test-time pictures (a confusion matrix, forecasts, samples) into <run>/plots.
+    plots = PlotCallback(dirpath=Path(cfg.paths.output_dir) / "plots")
+    trainer, loggers = build_trainer(cfg, with_callbacks=False, extra_callbacks=[plots])
     try:
         return test_and_report(trainer, model, datamodule, None, cfg.paths.output_dir)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -11,6 +12,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
@@ -76,10 +78,14 @@ def check_multirun_strategy(trainer: L.Trainer) -> None:
         )
 
 
-def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> tuple[L.Trainer, list[Logger]]:
+def build_trainer(
+    cfg: DictConfig, with_callbacks: bool = True, extra_callbacks: Sequence[Callback] = ()
+) -> tuple[L.Trainer, list[Logger]]:
+    """The trainer of ``cfg.trainer`` with the ``callbacks`` group (unless ``with_callbacks`` is
+    false), seqlab's resume and stop callbacks, ``extra_callbacks`` and the loggers."""
     check_precision(cfg.trainer)
     loggers = instantiate_loggers(cfg.get("logger"))
-    callbacks = []
+    callbacks = list(extra_callbacks)
     if with_callbacks:
         callbacks = instantiate_callbacks(cfg.get("callbacks"), bool(loggers))
         # Not optional: what makes a stopped run resumable, and a resumed one exact.
