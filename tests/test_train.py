@@ -94,3 +94,14 @@ def test_multirun_gives_one_folder_per_job(tmp_path) -> None:
     assert jobs == ["0", "1"]
     for job in jobs:
         assert (sweep_dir / job / "metrics.json").is_file()
+
+
+def test_build_trainer_keeps_extra_callbacks_next_to_the_configured_ones(make_cfg) -> None:
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    from seqlab.pipeline import build_trainer
+
+    extra = Callback()
+    trainer, _ = build_trainer(make_cfg(), extra_callbacks=[extra])
+    assert extra in trainer.callbacks
+    assert any(isinstance(cb, ModelCheckpoint) for cb in trainer.callbacks)

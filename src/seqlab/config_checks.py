@@ -35,7 +35,7 @@ def check_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` naming every problem found in ``cfg`` (train, eval, predict...)."""
     problems = list(config_problems(cfg))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(*problems)
 
 
 def config_problems(cfg: DictConfig) -> Iterator[str]:
@@ -209,19 +209,17 @@ def check_precision(trainer_cfg: DictConfig) -> None:
     """Fail before training on a precision the chosen device cannot run."""
     precision = str(trainer_cfg.get("precision", "32-true"))
     if precision not in PRECISIONS:
-        raise ConfigError([f"trainer.precision={precision!r}: allowed: {', '.join(PRECISIONS)}"])
+        raise ConfigError(f"trainer.precision={precision!r}: allowed: {', '.join(PRECISIONS)}")
     accelerator = trainer_cfg.get("accelerator", "auto")
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if on_cpu and precision.startswith("16"):
         raise ConfigError(
-            [f"trainer.precision={precision}: fp16 needs a GPU; on a CPU use bf16-mixed or 32-true"]
+            f"trainer.precision={precision}: fp16 needs a GPU; on a CPU use bf16-mixed or 32-true"
         )
     if on_cpu and precision.startswith("bf16") and not cpu_supports_bf16():
         raise ConfigError(
-            [
-                f"trainer.precision={precision}: this CPU has no native bf16 (AVX512-BF16 or "
-                "AMX), so oneDNN cannot run the LSTM in bf16; use trainer.precision=32-true"
-            ]
+            f"trainer.precision={precision}: this CPU has no native bf16 (AVX512-BF16 or "
+            "AMX), so oneDNN cannot run the LSTM in bf16; use trainer.precision=32-true"
         )
 
 

@@ -19,8 +19,8 @@ class UserError(ValueError):
 class ConfigError(UserError):
     """A config that cannot work; ``str()`` lists every problem, one per line."""
 
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)
         super().__init__("\n".join(problems))
 
 

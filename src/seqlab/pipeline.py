@@ -46,7 +46,7 @@ def task_class(datamodule: L.LightningDataModule) -> type[SequenceTask]:
     task = getattr(datamodule, "task", None)
     if task not in TASKS:
         raise ConfigError(
-            [f"data: {type(datamodule).__name__}.task={task!r}; known tasks: {', '.join(TASKS)}"]
+            f"data: {type(datamodule).__name__}.task={task!r}; known tasks: {', '.join(TASKS)}"
         )
     return TASKS[task]
 
@@ -71,10 +71,8 @@ def check_multirun_strategy(trainer: L.Trainer) -> None:
         and not strategy.cluster_environment.creates_processes_externally  # type: ignore[union-attr]
     ):
         raise ConfigError(
-            [
-                "trainer.strategy=ddp in a Hydra multirun (-m): use trainer.strategy=ddp_spawn, "
-                "or launch the processes outside (torchrun, SLURM / the submitit launcher)"
-            ]
+            "trainer.strategy=ddp in a Hydra multirun (-m): use trainer.strategy=ddp_spawn, "
+            "or launch the processes outside (torchrun, SLURM / the submitit launcher)"
         )
 
 
@@ -87,7 +85,7 @@ def build_trainer(
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = list(extra_callbacks)
     if with_callbacks:
-        callbacks = instantiate_callbacks(cfg.get("callbacks"), bool(loggers))
+        callbacks += instantiate_callbacks(cfg.get("callbacks"), bool(loggers))
         # Not optional: what makes a stopped run resumable, and a resumed one exact.
         callbacks += [ExactResume(), GracefulStop()]
     trainer = instantiate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def _mtime(path: Path) -> float:
 
 def stopped(trainer: L.Trainer, stop: SystemExit) -> TrainingStopped:
     """The exit of a run a signal stopped, naming the checkpoint saved to resume from."""
-    signum = stop.signum if isinstance(stop, TrainingStopped) else 15  # SIGTERM
+    signum = stop.signum if isinstance(stop, TrainingStopped) else signal.SIGTERM
     saver = next((cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)), None)  # type: ignore[attr-defined]
     return TrainingStopped(signum, saver.saved if saver else None)
 

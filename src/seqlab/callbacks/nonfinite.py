@@ -32,9 +32,9 @@ class NonFiniteLossError(UserError):
 class NonFiniteLossGuard(Callback):
     def __init__(self, policy: str = "stop", max_skips: int = 100) -> None:
         if policy not in POLICIES:
-            raise ConfigError([f"callbacks.nonfinite_loss.policy={policy!r}: allowed: stop, skip"])
+            raise ConfigError(f"callbacks.nonfinite_loss.policy={policy!r}: allowed: stop, skip")
         if max_skips < 0:
-            raise ConfigError([f"callbacks.nonfinite_loss.max_skips={max_skips}: must be >= 0"])
+            raise ConfigError(f"callbacks.nonfinite_loss.max_skips={max_skips}: must be >= 0")
         self.policy = policy
         self.max_skips = max_skips
         self.skipped = 0

@@ -173,26 +173,17 @@ def samples_figure(rows: list[tuple[str, str]], width: int = 100) -> Figure:
     ax.text(0.22, y, "sample", weight="bold", va="top", transform=ax.transAxes)
     for (prompt, sample), height in zip(blocks, heights, strict=True):
         y -= 1.0 / total
-        ax.text(
-            0.0,
-            y,
-            prompt,
-            family="monospace",
-            fontsize=8,
-            va="top",
-            transform=ax.transAxes,
-            parse_math=False,
-        )
-        ax.text(
-            0.22,
-            y,
-            sample,
-            family="monospace",
-            fontsize=8,
-            va="top",
-            transform=ax.transAxes,
-            parse_math=False,
-        )
+        for left, text in ((0.0, prompt), (0.22, sample)):
+            ax.text(
+                left,
+                y,
+                text,
+                family="monospace",
+                fontsize=8,
+                va="top",
+                transform=ax.transAxes,
+                parse_math=False,
+            )
         y -= (height - 1) / total
     figure.suptitle("generated samples")
     return figure

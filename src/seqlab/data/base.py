@@ -26,7 +26,7 @@ SPLITS = ("train", "val", "test")
 def check_option(key: str, value: object, ok: bool, allowed: str) -> None:
     """Fail before training, naming the config key, the value given and what is allowed."""
     if not ok:
-        raise ConfigError([f"data.{key}={value!r}: {allowed}"])
+        raise ConfigError(f"data.{key}={value!r}: {allowed}")
 
 
 def stratified_split(

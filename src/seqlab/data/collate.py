@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
+from seqlab.nn.masking import lengths_to_mask
+
 Batch = dict[str, Tensor]
 
 
@@ -36,10 +38,8 @@ def add_input_noise(batch: Batch, noise_std: float) -> Batch:
     data modules call it in the training process (``on_after_batch_transfer``), never in a
     loader worker: a resumed run then restores the exact noise with the generator's state.
     """
-    x, lengths = batch["x"], batch["lengths"]
-    real = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(
-        1
-    )
+    x = batch["x"]
+    real = lengths_to_mask(batch["lengths"], x.shape[1])  # (B, T)
     return {**batch, "x": x + noise_std * torch.randn_like(x) * real.unsqueeze(-1)}
 
 

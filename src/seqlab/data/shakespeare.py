@@ -107,15 +107,13 @@ def split_plays(
     for key, names in (("data.val_plays", val_plays), ("data.test_plays", test_plays)):
         unknown = [name for name in names if name not in known]
         if unknown:
-            raise ConfigError(
-                [f"{key}={unknown}: unknown plays; the plays are: {', '.join(known)}"]
-            )
+            raise ConfigError(f"{key}={unknown}: unknown plays; the plays are: {', '.join(known)}")
         if not names:
-            raise ConfigError([f"{key}=[]: name at least one play"])
+            raise ConfigError(f"{key}=[]: name at least one play")
     shared = sorted(set(val_plays) & set(test_plays))
     if shared:
         raise ConfigError(
-            [f"data.val_plays and data.test_plays share {shared}: splits must be disjoint"]
+            f"data.val_plays and data.test_plays share {shared}: splits must be disjoint"
         )
     held_out = {*val_plays, *test_plays}
     return {

@@ -283,21 +283,17 @@ class TextDataModule(CharLMDataModule):
     ) -> None:
         super().__init__(batch_size, bptt, epochs_per_pass, num_workers)
         if not path:
-            raise ConfigError(
-                ["data.path is not set: data=text data.path=FILE (a UTF-8 text file)"]
-            )
+            raise ConfigError("data.path is not set: data=text data.path=FILE (a UTF-8 text file)")
         for key, value in (
             ("data.val_fraction", val_fraction),
             ("data.test_fraction", test_fraction),
         ):
             if not 0 < value < 1:
-                raise ConfigError([f"{key}={value}: must be in (0, 1)"])
+                raise ConfigError(f"{key}={value}: must be in (0, 1)")
         if val_fraction + test_fraction >= 1:
             raise ConfigError(
-                [
-                    f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: "
-                    "must leave some text for training (< 1)"
-                ]
+                f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: "
+                "must leave some text for training (< 1)"
             )
         self.save_hyperparameters(logger=False)
         self.path = Path(path)

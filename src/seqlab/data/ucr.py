@@ -72,11 +72,9 @@ def find_dataset(name: str, data_dir: str | Path | None = None) -> tuple[Path, P
         if found is not None:
             return found
     raise ConfigError(
-        [
-            f"data.name={name!r}: no such UCR/UEA data set in {data_dir} or in aeon's bundled sets. "
-            f"Available: {', '.join(available_datasets(data_dir))}. For your own data put "
-            f"{name}_TRAIN.ts and {name}_TEST.ts in {data_dir}/ or {data_dir}/{name}/."
-        ]
+        f"data.name={name!r}: no such UCR/UEA data set in {data_dir} or in aeon's bundled sets. "
+        f"Available: {', '.join(available_datasets(data_dir))}. For your own data put "
+        f"{name}_TRAIN.ts and {name}_TEST.ts in {data_dir}/ or {data_dir}/{name}/."
     )
 
 

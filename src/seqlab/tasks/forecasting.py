@@ -63,10 +63,10 @@ class SequenceForecaster(SequenceTask):
         preds = self(x, lengths)
         loss = F.mse_loss(preds[scored].float(), target[scored].float())
         loss = self.reduce_loss(stage, loss, weight=int(scored.sum()))
-        self._update(f"{stage}_metrics", preds[scored].detach(), target[scored])
+        self._update(stage, "metrics", preds[scored].detach(), target[scored])
         if stage != "train":
             # The persistence forecast of step t + 1 is step t itself.
-            self._update(f"{stage}_persistence", x[scored], target[scored])
+            self._update(stage, "persistence", x[scored], target[scored])
             if self.rollout_horizon:
                 self._log_rollout(stage, x, lengths, target, scored)
         return loss
@@ -109,9 +109,10 @@ class SequenceForecaster(SequenceTask):
         steps = (lengths - horizon).unsqueeze(1) + torch.arange(horizon, device=x.device)
         rows = torch.arange(x.size(0), device=x.device).unsqueeze(1)
         keep = scored[rows, steps]
-        self._update(f"{stage}_rollout", forecasts[keep], target[rows, steps][keep])
+        self._update(stage, "rollout", forecasts[keep], target[rows, steps][keep])
 
-    def _update(self, name: str, preds: Tensor, target: Tensor) -> None:
-        metrics = getattr(self, name)
+    def _update(self, stage: str, kind: str, preds: Tensor, target: Tensor) -> None:
+        """Update and log ``<stage>_<kind>`` (kind: metrics, persistence or rollout)."""
+        metrics = getattr(self, f"{stage}_{kind}")
         metrics.update(preds.float().flatten(), target.float().flatten())
-        self.log_epoch(name.split("_")[0], name, metrics, prog_bar=name.endswith("_metrics"))
+        self.log_epoch(stage, f"{stage}_{kind}", metrics, prog_bar=kind == "metrics")

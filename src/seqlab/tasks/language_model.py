@@ -106,10 +106,7 @@ class LanguageModel(SequenceTask):
     def forward_carried(self, x: Tensor, stage: str) -> Tensor:
         """Logits of the next chunk of ``stage``'s streams, starting from the state the previous
         chunk ended in; keeps the new final state, detached, for the chunk after."""
-        state = self.carried_state.get(stage)
-        if state is not None and state[0].device != x.device:  # restored from a checkpoint
-            state = (state[0].to(x.device), state[1].to(x.device))
-        logits, state = self(x, state)
+        logits, state = self(x, self.carried_state.get(stage))
         # Repackage: the next chunk starts from these values, but backpropagation stops here.
         self.carried_state[stage] = (state[0].detach(), state[1].detach())
         return logits
@@ -133,6 +130,12 @@ class LanguageModel(SequenceTask):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "carried_train_state" in checkpoint:
             self.carried_state["train"] = checkpoint["carried_train_state"]
+
+    def on_train_start(self) -> None:
+        # A state restored from a checkpoint was loaded on the CPU; the model is now in place.
+        state = self.carried_state.get("train")
+        if state is not None:
+            self.carried_state["train"] = (state[0].to(self.device), state[1].to(self.device))
 
     def on_validation_epoch_start(self) -> None:
         self.reset_state("val")
