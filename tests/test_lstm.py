@@ -278,6 +278,32 @@ def test_loop_gradients_pass_gradcheck_in_float64():
     assert torch.autograd.gradcheck(layer, (x, w_ih, bias, w_hh, h0, c0, w_hr))
 
 
+@pytest.mark.parametrize("proj_size", [0, 2])
+@pytest.mark.parametrize("pack_weights", [True, False])
+def test_loop_backward_runs_twice_with_retain_graph(pack_weights, proj_size):
+    """A single backward reuses the saved gate activations as gradient buffers; a kept graph
+    must not be harmed by that: two backwards give twice torch's gradients."""
+    torch.manual_seed(0)
+    kwargs = dict(
+        input_size=3, hidden_size=4, num_layers=2, bidirectional=True, proj_size=proj_size
+    )
+    reference, _, loop = twins(**kwargs)
+    x = torch.randn(5, 3, 3)
+    lengths = torch.tensor([5, 2, 4])
+    with packed_weights(pack_weights):
+        output, _ = loop(x, lengths=lengths)
+        loss = output.pow(2).sum()
+        loss.backward(retain_graph=True)
+        loss.backward()
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    expected, _ = pad_packed_sequence(reference(packed)[0])
+    expected.pow(2).sum().mul(2).backward()
+    for name, parameter in reference.named_parameters():
+        torch.testing.assert_close(
+            getattr(loop, name).grad, parameter.grad, atol=FLOAT32_GRAD_ATOL, rtol=RTOL
+        )
+
+
 def test_auto_picks_fused_unless_a_loop_only_option_is_set():
     assert LSTM(2, 3).impl == "fused"
     assert LSTM(2, 3, orthogonal_init=True).impl == "fused"

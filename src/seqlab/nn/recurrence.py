@@ -57,17 +57,18 @@ PACK_WEIGHTS = True
 
 
 class _BatchedLinear:
-    """`x @ weight^T (+ bias)` for each direction: (dirs, rows, K) -> (dirs, rows, N).
+    """`x @ weight^T (+ bias)` for a group of directions: (n, rows, K) -> (n, rows, N).
 
     On CPU with float32 this goes through oneDNN with the weight packed once into its
     GEMM-friendly layout, the kernel torch.compile uses for linear layers on CPU. Measured here
-    (AVX-512, float32) against torch.bmm, which goes through MKL and repacks the weight on every
-    call: 15-30% faster for the per-step (64 x 512) @ (512 x 2048) product, and ~98 vs ~82
-    GFLOP/s for a large input projection. oneDNN has no `out=`, so for two directions its two
-    results are stacked into one (2, T * B, 4H) tensor: the copy costs less than the faster
-    products gain (bidirectional 2-layer forward+backward at the seed size, one thread: 8.43 s
-    against 8.99 s with two MKL matmuls written straight into their halves, best of 3).
-    Elsewhere (GPU, other dtypes) it is one batched matmul.
+    (AVX-512, float32, one thread) against MKL, which repacks the weight on every call: 1.18 vs
+    1.45 ms for the per-step (64 x 512) @ (512 x 2048) product, and 505 vs 547 ms for the
+    (12288 x 1024) @ (1024 x 2048) input projection. oneDNN has no `out=`, so each of its
+    products is a new tensor: there every direction is its own group (`groups()`), and the
+    layer keeps its directions' gate buffers apart instead of stacking them, a copy that
+    costs ~100 ms per bidirectional layer at the seed size (mostly page faults on a fresh
+    200 MB buffer). Elsewhere (GPU, other dtypes) all directions form one group and a step
+    is one batched matmul.
     """
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None, *, rows_hint: int) -> None:
@@ -86,6 +87,13 @@ class _BatchedLinear:
         )
         self._packed: list[Tensor] | None = None
 
+    def groups(self) -> list[slice]:
+        """The direction groups whose products come out as one tensor each."""
+        dirs = self.weight.size(0)
+        if self.use_onednn:
+            return [slice(direction, direction + 1) for direction in range(dirs)]
+        return [slice(0, dirs)]
+
     def _product(self, x: Tensor, direction: int) -> Tensor:
         if self._packed is None:  # packed on first use: not every caller needs it
             self._packed = [
@@ -94,44 +102,48 @@ class _BatchedLinear:
             ]
         bias = self.bias[direction] if self.bias is not None else None
         return torch.ops.mkldnn._linear_pointwise(
-            x[direction].contiguous(), self._packed[direction], bias, "none", [], ""
+            x.contiguous(), self._packed[direction], bias, "none", [], ""
         )
 
-    def __call__(self, x: Tensor) -> Tensor:
-        dirs = self.weight.size(0)
+    def __call__(self, x: Tensor, group: slice = slice(None)) -> Tensor:
+        """x (n, rows, K), the inputs of the directions in `group` -> (n, rows, N)."""
+        directions = range(*group.indices(self.weight.size(0)))
         if self.use_onednn:
-            if dirs == 1:
-                return self._product(x, 0).unsqueeze(0)
-            return torch.stack([self._product(x, direction) for direction in range(dirs)])
+            if len(directions) == 1:
+                return self._product(x[0], directions[0]).unsqueeze(0)
+            return torch.stack(
+                [self._product(x_d, d) for x_d, d in zip(x, directions, strict=True)]
+            )
+        weight, bias = self.weight[group], self.bias[group] if self.bias is not None else None
         if not self.on_cpu:
-            weight_t = self.weight.transpose(1, 2)
-            if self.bias is None:
-                return torch.bmm(x, weight_t)
-            return torch.baddbmm(self.bias.unsqueeze(1), x, weight_t)
-        out = x.new_empty(dirs, x.size(1), self.weight.size(1))
-        for direction in range(dirs):
-            weight_t = self.weight[direction].T
-            if self.bias is None:
-                torch.mm(x[direction], weight_t, out=out[direction])
+            if bias is None:
+                return torch.bmm(x, weight.transpose(1, 2))
+            return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        out = x.new_empty(len(directions), x.size(1), weight.size(1))
+        for index in range(len(directions)):
+            if bias is None:
+                torch.mm(x[index], weight[index].T, out=out[index])
             else:
-                torch.addmm(self.bias[direction], x[direction], weight_t, out=out[direction])
+                torch.addmm(bias[index], x[index], weight[index].T, out=out[index])
         return out
 
-    def write_to(self, out: Tensor, x: Tensor) -> None:
-        """out = x @ weight^T (+ bias), in place."""
+    def write_to(self, out: Tensor, x: Tensor, group: slice = slice(None)) -> None:
+        """out = x @ weight^T (+ bias), in place, for the directions in `group`."""
         if not self.use_onednn:
-            out.copy_(self(x))
+            out.copy_(self(x, group))
             return
-        for direction in range(self.weight.size(0)):
-            out[direction] = self._product(x, direction)
+        directions = range(*group.indices(self.weight.size(0)))
+        for index, direction in enumerate(directions):
+            out[index] = self._product(x[index], direction)
 
-    def add_to(self, out: Tensor, x: Tensor) -> None:
-        """out += x @ weight^T, in place (the bias is not added)."""
+    def add_to(self, out: Tensor, x: Tensor, group: slice = slice(None)) -> None:
+        """out += x @ weight^T, in place (the bias is not added), for the directions in `group`."""
         if not self.use_onednn:
-            out.baddbmm_(x, self.weight.transpose(1, 2))
+            out.baddbmm_(x, self.weight[group].transpose(1, 2))
             return
-        for direction in range(self.weight.size(0)):
-            out[direction].add_(self._product(x, direction))
+        directions = range(*group.indices(self.weight.size(0)))
+        for index, direction in enumerate(directions):
+            out[index].add_(self._product(x[index], direction))
 
 
 class _LSTMLayer(torch.autograd.Function):
@@ -145,8 +157,10 @@ class _LSTMLayer(torch.autograd.Function):
 
     Buffers are laid out (dirs, T, B, ...), so each direction's slab is one contiguous
     (T * B, ...) matrix for those large products, and a step is a (dirs, B, ...) strided view.
-    The input projection's buffer becomes the saved gate activations in place, which saves
-    allocating (and page-faulting in) another T * B * 4H floats per layer.
+    The gate buffers are the exception: one (n, T, B, 4H) tensor per direction group (see
+    `_BatchedLinear.groups`), each step's element-wise work runs once per group. The input
+    projection's buffer becomes the saved gate activations in place, which saves allocating
+    (and page-faulting in) another T * B * 4H floats per layer.
 
     Two tricks keep the per-step work to one sigmoid over all four gates:
     - The cell-gate rows of W_ih, W_hh and the bias are doubled, so its pre-activation arrives
@@ -178,8 +192,12 @@ class _LSTMLayer(torch.autograd.Function):
         recurrent = _BatchedLinear(w_hh, rows_hint=batch)
         projection = _BatchedLinear(w_hr, rows_hint=batch) if w_hr is not None else None
 
-        gate_acts = input_projection(x.reshape(dirs, steps * batch, features))
-        gate_acts = gate_acts.view(dirs, steps, batch, 4 * hidden)
+        groups = input_projection.groups()
+        x_rows = x.reshape(dirs, steps * batch, features)
+        gate_acts = [
+            input_projection(x_rows[group], group).view(-1, steps, batch, 4 * hidden)
+            for group in groups
+        ]
         for_backward = any(ctx.needs_input_grad)
         if for_backward:
             cells = x.new_empty(dirs, steps, batch, hidden)
@@ -203,35 +221,37 @@ class _LSTMLayer(torch.autograd.Function):
         h_prev, c_prev = h0, c0
         for t in range(steps):
             rows = batch_sizes[t]
-            h_rows = h_prev[:, :rows]
-            if recurrent_mask is not None:
-                h_rows = h_rows * recurrent_mask[:, :rows]
-            acts = gate_acts[:, t, :rows]
-            recurrent.add_to(acts, h_rows)
-            acts.sigmoid_()
-            i, f, g_sigmoid, o = acts.chunk(4, dim=-1)
-            cell_t = cells[:, t if for_backward else 0]
-            cell = cell_t[:, :rows]
-            torch.mul(f, c_prev[:, :rows], out=cell)
-            cell.addcmul_(i, g_sigmoid, value=2).sub_(i)  # + i * g, g = 2 * g_sigmoid - 1
-            tanh_cell = tanh_cells[:, t if for_backward else 0, :rows]
-            torch.mul(cell, 2, out=tanh_cell).sigmoid_().mul_(2).sub_(1)
-            if projection is None:
-                torch.mul(o, tanh_cell, out=outputs[:, t, :rows])
-            else:
-                outputs[:, t, :rows] = projection(o * tanh_cell)
-            h_prev, c_prev = outputs[:, t], cell_t
+            kept = t if for_backward else 0
+            for group, group_acts in zip(groups, gate_acts, strict=True):
+                h_rows = h_prev[group, :rows]
+                if recurrent_mask is not None:
+                    h_rows = h_rows * recurrent_mask[group, :rows]
+                acts = group_acts[:, t, :rows]
+                recurrent.add_to(acts, h_rows, group)
+                acts.sigmoid_()
+                i, f, g_sigmoid, o = acts.chunk(4, dim=-1)
+                cell = cells[group, kept, :rows]
+                torch.mul(f, c_prev[group, :rows], out=cell)
+                cell.addcmul_(i, g_sigmoid, value=2).sub_(i)  # + i * g, g = 2 * g_sigmoid - 1
+                tanh_cell = tanh_cells[group, kept, :rows]
+                torch.mul(cell, 2, out=tanh_cell).sigmoid_().mul_(2).sub_(1)
+                if projection is None:
+                    torch.mul(o, tanh_cell, out=outputs[group, t, :rows])
+                else:
+                    outputs[group, t, :rows] = projection(o * tanh_cell, group)
+            h_prev, c_prev = outputs[:, t], cells[:, kept]
             # Rows whose last real step is t leave the batch now: their state is final.
             next_rows = batch_sizes[t + 1] if t + 1 < steps else 0
             if next_rows < rows:
-                h_n[:, next_rows:rows] = outputs[:, t, next_rows:rows]
-                c_n[:, next_rows:rows] = cell_t[:, next_rows:rows]
+                h_n[:, next_rows:rows] = h_prev[:, next_rows:rows]
+                c_n[:, next_rows:rows] = c_prev[:, next_rows:rows]
 
         if not for_backward:
             return outputs, h_n, c_n
         ctx.save_for_backward(
-            x, w_ih, w_hh, h0, c0, w_hr, recurrent_mask, gate_acts, cells, tanh_cells, outputs
+            x, w_ih, w_hh, h0, c0, w_hr, recurrent_mask, cells, tanh_cells, outputs, *gate_acts
         )
+        ctx.groups = groups
         ctx.batch_sizes = batch_sizes
         ctx.has_bias = bias is not None
         return outputs, h_n, c_n
@@ -241,86 +261,115 @@ class _LSTMLayer(torch.autograd.Function):
     def backward(
         ctx: Any, d_outputs: Tensor | None, d_h_n: Tensor | None, d_c_n: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        x, w_ih, w_hh, h0, c0, w_hr, recurrent_mask, gate_acts, cells, tanh_cells, outputs = (
+        x, w_ih, w_hh, h0, c0, w_hr, recurrent_mask, cells, tanh_cells, outputs, *gate_acts = (
             ctx.saved_tensors
         )
-        batch_sizes = ctx.batch_sizes
+        groups, batch_sizes = ctx.groups, ctx.batch_sizes
         dirs, steps, batch, features = x.shape
-        hidden = gate_acts.size(-1) // 4
+        hidden = cells.size(-1)
         recurrent_t = _BatchedLinear(w_hh.transpose(1, 2), rows_hint=batch)
         projection_t = (
             _BatchedLinear(w_hr.transpose(1, 2), rows_hint=batch) if w_hr is not None else None
         )
 
-        d_gates = torch.empty_like(gate_acts)
-        _zero_padded_rows((d_gates,), batch_sizes)
+        # The gate gradients overwrite the saved activations (step t's are last read at step t),
+        # which saves page-faulting in a fresh (dirs, T, B, 4H) buffer, unless the graph is
+        # kept for another backward or the projection's gradient still needs the o gates.
+        if w_hr is None and not _graph_is_kept():
+            d_gates = gate_acts
+            _zero_padded_rows(d_gates, batch_sizes)
+        else:
+            d_gates_buffer = x.new_empty(dirs, steps, batch, 4 * hidden)
+            _zero_padded_rows((d_gates_buffer,), batch_sizes)
+            d_gates = [d_gates_buffer[group] for group in groups]
         dh = d_h_n.clone() if d_h_n is not None else torch.zeros_like(h0)
         dc = d_c_n.clone() if d_c_n is not None else torch.zeros_like(c0)
         d_projected = torch.zeros_like(outputs) if w_hr is not None else None
 
         for t in reversed(range(steps)):
             rows = batch_sizes[t]
-            dh_t = dh[:, :rows]
-            if d_outputs is not None:
-                dh_t = dh_t + d_outputs[:, t, :rows]
-            if projection_t is not None:
-                assert d_projected is not None
-                d_projected[:, t, :rows] = dh_t
-                dh_t = projection_t(dh_t)  # now the gradient of o * tanh(c)
-            acts = gate_acts[:, t, :rows]
-            i, f, g_sigmoid, o = acts.unflatten(-1, (4, hidden)).unbind(-2)
-            tanh_cell = tanh_cells[:, t, :rows]
-            c_prev = cells[:, t - 1, :rows] if t > 0 else c0[:, :rows]
-            # dc through h = o * tanh(c): dh * o * (1 - tanh(c)^2)
-            dc_t = torch.addcmul(
-                dc[:, :rows], dh_t, torch.addcmul(o, o, tanh_cell * tanh_cell, value=-1)
-            )
-            # d pre-activation = sigmoid'(s) * [dc * g, dc * c_prev, dc * 2i, dh * tanh(c)]
-            # (2i: the cell gate's pre-activation is doubled, see the class docstring).
-            d_gates_t = d_gates[:, t, :rows]
-            torch.addcmul(acts, acts, acts, value=-1, out=d_gates_t)
-            d_gates4 = d_gates_t.unflatten(-1, (4, hidden))
-            d_i, d_f, d_g, d_o = d_gates4.unbind(-2)
-            d_i.mul_(g_sigmoid * 2 - 1)
-            d_f.mul_(c_prev)
-            d_g.mul_(i).mul_(2)
-            d_gates4[..., :3, :].mul_(dc_t.unsqueeze(-2))
-            d_o.mul_(tanh_cell).mul_(dh_t)
-            recurrent_t.write_to(dh[:, :rows], d_gates_t)
-            if recurrent_mask is not None:
-                dh[:, :rows].mul_(recurrent_mask[:, :rows])
-            torch.mul(dc_t, f, out=dc[:, :rows])
+            for group, group_acts, group_d_gates in zip(groups, gate_acts, d_gates, strict=True):
+                dh_t = dh[group, :rows]
+                if d_outputs is not None:
+                    dh_t = dh_t + d_outputs[group, t, :rows]
+                if projection_t is not None:
+                    assert d_projected is not None
+                    d_projected[group, t, :rows] = dh_t
+                    dh_t = projection_t(dh_t, group)  # now the gradient of o * tanh(c)
+                acts = group_acts[:, t, :rows]
+                i, f, g_sigmoid, o = acts.unflatten(-1, (4, hidden)).unbind(-2)
+                tanh_cell = tanh_cells[group, t, :rows]
+                c_prev = cells[group, t - 1, :rows] if t > 0 else c0[group, :rows]
+                # dc through h = o * tanh(c): dh * o * (1 - tanh(c)^2)
+                dc_t = torch.addcmul(
+                    dc[group, :rows], dh_t, torch.addcmul(o, o, tanh_cell * tanh_cell, value=-1)
+                )
+                # Everything read from the activations is read before they may be overwritten.
+                torch.mul(dc_t, f, out=dc[group, :rows])
+                d_i_factor = g_sigmoid * 2 - 1  # g
+                d_g_factor = i * 2  # 2i: the cell gate's pre-activation is doubled
+                # d pre-activation = sigmoid'(s) * [dc * g, dc * c_prev, dc * 2i, dh * tanh(c)]
+                d_gates_t = group_d_gates[:, t, :rows]
+                torch.addcmul(acts, acts, acts, value=-1, out=d_gates_t)
+                d_gates4 = d_gates_t.unflatten(-1, (4, hidden))
+                d_i, d_f, d_g, d_o = d_gates4.unbind(-2)
+                d_i.mul_(d_i_factor)
+                d_f.mul_(c_prev)
+                d_g.mul_(d_g_factor)
+                d_gates4[..., :3, :].mul_(dc_t.unsqueeze(-2))
+                d_o.mul_(tanh_cell).mul_(dh_t)
+                recurrent_t.write_to(dh[group, :rows], d_gates_t, group)
+                if recurrent_mask is not None:
+                    dh[group, :rows].mul_(recurrent_mask[group, :rows])
 
+        # The large products over all steps, one direction group at a time. Gradients of the
+        # doubled weights times the doubling give the true weights' gradients.
         needs = ctx.needs_input_grad
         scale = _cell_gate_scale(hidden, w_ih)
-        d_gate_rows = d_gates.view(dirs, steps * batch, 4 * hidden)
-        d_x = d_w_ih = d_bias = d_w_hh = d_w_hr = None
-        if needs[0]:
-            input_projection_t = _BatchedLinear(w_ih.transpose(1, 2), rows_hint=steps * batch)
-            d_x = input_projection_t(d_gate_rows)
-            d_x = d_x.view(dirs, steps, batch, features)
-        # Gradients of the doubled weights times the doubling give the true weights' gradients.
-        if needs[1]:
-            x_rows = x.reshape(dirs, steps * batch, features)
-            d_w_ih = torch.bmm(d_gate_rows.transpose(1, 2), x_rows).mul_(scale)
-        if needs[2] and ctx.has_bias:
-            d_bias = d_gate_rows.sum(1).mul_(scale[:, 0])
-        if needs[3]:
-            # sum over t of dG_t^T h_{t-1}: h_{-1} = h0, then the outputs shifted by one step
-            # (rows past a sequence's end have zero dG, so the zeros there do not matter).
-            h_prev, h_first = outputs[:, :-1], h0
-            if recurrent_mask is not None:
-                h_prev = h_prev * recurrent_mask.unsqueeze(1)
-                h_first = h0 * recurrent_mask
-            d_w_hh = torch.baddbmm(
-                torch.bmm(d_gates[:, 0].transpose(1, 2), h_first),
-                d_gates[:, 1:].flatten(1, 2).transpose(1, 2),
-                h_prev.flatten(1, 2),
-            ).mul_(scale)
+        input_projection_t = _BatchedLinear(w_ih.transpose(1, 2), rows_hint=steps * batch)
+        x_rows = x.reshape(dirs, steps * batch, features)
+        # sum over t of dG_t^T h_{t-1}: h_{-1} = h0, then the outputs shifted by one step (rows
+        # past a sequence's end have zero dG, so the zeros there do not matter).
+        h_prev, h_first = outputs[:, :-1], h0
+        if recurrent_mask is not None:
+            h_prev = h_prev * recurrent_mask.unsqueeze(1)
+            h_first = h0 * recurrent_mask
+        d_x = x.new_empty(x.shape) if needs[0] else None
+        d_w_ih = torch.empty_like(w_ih) if needs[1] else None
+        d_bias = w_ih.new_empty(dirs, 4 * hidden) if needs[2] and ctx.has_bias else None
+        d_w_hh = torch.empty_like(w_hh) if needs[3] else None
+        for group, group_d_gates in zip(groups, d_gates, strict=True):
+            d_gate_rows = group_d_gates.flatten(1, 2)
+            if d_x is not None:
+                input_projection_t.write_to(d_x[group].flatten(1, 2), d_gate_rows, group)
+            if d_w_ih is not None:
+                torch.bmm(d_gate_rows.transpose(1, 2), x_rows[group], out=d_w_ih[group])
+            if d_bias is not None:
+                torch.sum(d_gate_rows, 1, out=d_bias[group])
+            if d_w_hh is not None:
+                torch.bmm(group_d_gates[:, 0].transpose(1, 2), h_first[group], out=d_w_hh[group])
+                d_w_hh[group].baddbmm_(
+                    group_d_gates[:, 1:].flatten(1, 2).transpose(1, 2),
+                    h_prev[group].flatten(1, 2),
+                )
+        for grad in (d_w_ih, d_w_hh):
+            if grad is not None:
+                grad.mul_(scale)
+        if d_bias is not None:
+            d_bias.mul_(scale[:, 0])
+        d_w_hr = None
         if d_projected is not None and needs[6]:
-            unprojected = tanh_cells * gate_acts[..., 3 * hidden :]  # o * tanh(c)
+            output_gates = torch.cat([acts[..., 3 * hidden :] for acts in gate_acts])
+            unprojected = tanh_cells * output_gates  # o * tanh(c)
             d_w_hr = torch.bmm(d_projected.flatten(1, 2).transpose(1, 2), unprojected.flatten(1, 2))
         return d_x, d_w_ih, d_bias, d_w_hh, dh, dc, d_w_hr, None, None
+
+
+def _graph_is_kept() -> bool:
+    """Whether the running backward keeps the graph (`retain_graph=True`), so saved tensors must
+    survive it. Unknown (older torch): assume kept."""
+    keep_graph = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if keep_graph is None else bool(keep_graph())
 
 
 def _cell_gate_scale(hidden: int, like: Tensor) -> Tensor:
