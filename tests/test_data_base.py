@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from seqlab.data.base import ChannelNormalizer, masked_collate, stratified_split
+from seqlab.data.collate import add_input_noise, time_warp
 from seqlab.data.ucr import UCRDataModule, find_dataset, load_ts
 
 
@@ -55,3 +56,60 @@ def test_ucr_normalisation_is_fitted_on_the_training_split_only(tmp_path) -> Non
     everything = torch.from_numpy(np.concatenate(train_x))
     assert not torch.allclose(datamodule.normalizer.mean, everything.mean(0), atol=1e-4)
     assert len(datamodule.datasets["train"]) + len(datamodule.datasets["val"]) == len(train_x)
+
+
+def ramp_batch() -> dict[str, torch.Tensor]:
+    """Two sequences (lengths 10 and 4) whose channels are straight lines in time."""
+    x = torch.zeros(2, 10, 2)
+    for row, length in enumerate((10, 4)):
+        t = torch.arange(length, dtype=torch.float32)
+        x[row, :length, 0] = t
+        x[row, :length, 1] = 5 - 2 * t
+    return {"x": x, "lengths": torch.tensor([10, 4]), "y": torch.tensor([1, 0])}
+
+
+def test_input_noise_touches_real_steps_only() -> None:
+    batch = ramp_batch()
+    noisy = add_input_noise(batch, 0.5)
+    real = torch.arange(10) < batch["lengths"].unsqueeze(1)
+    assert (noisy["x"][~real] == 0).all()
+    assert (noisy["x"][real] != batch["x"][real]).all()
+
+
+def test_time_warp_resamples_each_sequence_between_its_own_ends() -> None:
+    torch.manual_seed(0)
+    batch = ramp_batch()
+    seen = set()
+    for _ in range(50):
+        warped = time_warp(batch, 0.5)
+        assert torch.equal(warped["y"], batch["y"])
+        for row, (old, new) in enumerate(zip((10, 4), warped["lengths"].tolist(), strict=True)):
+            seen.add((row, new))
+            assert round(old * 0.5) <= new <= round(old * 1.5)
+            sequence = warped["x"][row, :new]
+            # A straight line resampled is the same line, end points kept, at the new rate.
+            expected = torch.linspace(0, old - 1, new) if new > 1 else torch.zeros(1)
+            torch.testing.assert_close(sequence[:, 0], expected)
+            torch.testing.assert_close(sequence[:, 1], 5 - 2 * expected)
+            assert (warped["x"][row, new:] == 0).all()
+    assert len(seen) > 6  # the stretch is drawn per sequence and per call
+
+
+def test_time_warp_zero_keeps_the_batch() -> None:
+    batch = ramp_batch()
+    warped = time_warp(batch, 0.0)
+    assert torch.equal(warped["x"], batch["x"]) and torch.equal(warped["lengths"], batch["lengths"])
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_ucr_augments_training_batches_only(tmp_path, training) -> None:
+    datamodule = UCRDataModule("JapaneseVowels", data_dir=tmp_path, noise_std=0.3, time_warp=0.3)
+    datamodule.trainer = type("FakeTrainer", (), {"training": training})()
+    batch = ramp_batch()
+    out = datamodule.on_after_batch_transfer(batch, 0)
+    assert (out is batch) is not training
+
+
+def test_ucr_rejects_a_time_warp_outside_its_range(tmp_path) -> None:
+    with pytest.raises(Exception, match="time_warp"):
+        UCRDataModule("JapaneseVowels", data_dir=tmp_path, time_warp=1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
@@ -41,6 +42,26 @@ def add_input_noise(batch: Batch, noise_std: float) -> Batch:
     x = batch["x"]
     real = lengths_to_mask(batch["lengths"], x.shape[1])  # (B, T)
     return {**batch, "x": x + noise_std * torch.randn_like(x) * real.unsqueeze(-1)}
+
+
+def time_warp(batch: Batch, max_stretch: float) -> Batch:
+    """Each sequence resampled in time to ``length * s`` steps, ``s ~ U(1 - max_stretch,
+    1 + max_stretch)``, by linear interpolation between its real steps.
+
+    A training-time augmentation for many-to-one tasks on sampled signals (in speech: a
+    different speaking rate). Per-step targets would fall out of step, so it is for batches
+    whose ``y`` is one label per sequence. Lengths are updated, the batch is re-padded with
+    zeros. It draws from torch's global generator, like ``add_input_noise``.
+    """
+    x, lengths = batch["x"], batch["lengths"]
+    stretch = 1 + max_stretch * (2 * torch.rand(len(lengths)) - 1)
+    new_lengths = (lengths.cpu() * stretch).round().clamp(min=1).long()
+    warped = x.new_zeros(x.shape[0], int(new_lengths.max()), x.shape[2])
+    for row, (length, new_length) in enumerate(zip(lengths.tolist(), new_lengths.tolist())):
+        sequence = x[row, :length].T.unsqueeze(0)  # (1, C, L)
+        resampled = F.interpolate(sequence, size=new_length, mode="linear", align_corners=True)
+        warped[row, :new_length] = resampled[0].T
+    return {**batch, "x": warped, "lengths": new_lengths.to(lengths.device)}
 
 
 class SequenceDataset(torch.utils.data.Dataset):

@@ -16,7 +16,7 @@ from seqlab.data.base import (
     check_option,
     stratified_split,
 )
-from seqlab.data.collate import Batch, SequenceDataset, add_input_noise
+from seqlab.data.collate import Batch, SequenceDataset, add_input_noise, time_warp
 from seqlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -121,18 +121,21 @@ class UCRDataModule(SequenceDataModule):
         split_seed: int = 0,
         normalize: bool = True,
         noise_std: float = 0.0,
+        time_warp: float = 0.0,
         batch_size: int = 32,
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers)
         check_option("val_fraction", val_fraction, 0 <= val_fraction < 1, "must be in [0, 1)")
         check_option("noise_std", noise_std, noise_std >= 0, "must be >= 0 (0: no noise)")
+        check_option("time_warp", time_warp, 0 <= time_warp < 1, "must be in [0, 1) (0: off)")
         self.name = name
         self.data_dir = data_dir
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.normalize = normalize
         self.noise_std = noise_std
+        self.time_warp = time_warp
         self.class_names: list[str] = []
         self.normalizer: ChannelNormalizer | None = None
 
@@ -194,6 +197,10 @@ class UCRDataModule(SequenceDataModule):
         return datasets
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        if self.noise_std and self.trainer is not None and self.trainer.training:
-            return add_input_noise(batch, self.noise_std)
+        if self.trainer is None or not self.trainer.training:
+            return batch
+        if self.time_warp:
+            batch = time_warp(batch, self.time_warp)
+        if self.noise_std:
+            batch = add_input_noise(batch, self.noise_std)
         return batch
