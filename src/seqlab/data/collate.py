@@ -57,7 +57,9 @@ def time_warp(batch: Batch, max_stretch: float) -> Batch:
     stretch = 1 + max_stretch * (2 * torch.rand(len(lengths)) - 1)
     new_lengths = (lengths.cpu() * stretch).round().clamp(min=1).long()
     warped = x.new_zeros(x.shape[0], int(new_lengths.max()), x.shape[2])
-    for row, (length, new_length) in enumerate(zip(lengths.tolist(), new_lengths.tolist())):
+    for row, (length, new_length) in enumerate(
+        zip(lengths.tolist(), new_lengths.tolist(), strict=True)
+    ):
         sequence = x[row, :length].T.unsqueeze(0)  # (1, C, L)
         resampled = F.interpolate(sequence, size=new_length, mode="linear", align_corners=True)
         warped[row, :new_length] = resampled[0].T
