@@ -50,7 +50,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.get("test", True):
             best = getattr(checkpoint, "best_model_path", "") or None
             if best is None:
-                log.warning("no best checkpoint (no checkpoint callback?): testing final weights")
+                log.warning(
+                    "no best checkpoint (no checkpoint callback, or its monitored metric was "
+                    "never logged, e.g. with data.val_fraction=0): testing the final weights"
+                )
             metrics = test_and_report(trainer, model, datamodule, best, cfg.paths.output_dir)
         score = getattr(checkpoint, "best_model_score", None)
         if score is not None:
