@@ -304,6 +304,30 @@ def test_loop_backward_runs_twice_with_retain_graph(pack_weights, proj_size):
         )
 
 
+@pytest.mark.parametrize("proj_size", [0, 3])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_gpu_branch_of_the_loop_matches_torch_on_cpu(monkeypatch, bidirectional, proj_size):
+    """The batched-matmul path the loop takes on a GPU (all directions in one group, bmm per
+    step), run on CPU so that CI, which has no GPU, checks it against torch.nn.LSTM."""
+    make = recurrence._BatchedLinear.__init__
+
+    def as_if_on_gpu(self, *args, **kwargs):
+        make(self, *args, **kwargs)
+        self.on_cpu = self.use_onednn = False
+
+    monkeypatch.setattr(recurrence._BatchedLinear, "__init__", as_if_on_gpu)
+    torch.manual_seed(0)
+    kwargs = dict(input_size=5, hidden_size=6, num_layers=2, bidirectional=bidirectional)
+    reference, _, loop = twins(**kwargs, proj_size=proj_size)
+    x = torch.randn(7, 4, 5, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1])
+    weights = [torch.randn(10_000) for _ in range(3)]
+    expected = outputs_and_grads(reference, x, None, lengths, weights)
+    actual = outputs_and_grads(loop, x, None, lengths, weights)
+    for got, want in zip(actual, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=FLOAT32_GRAD_ATOL, rtol=RTOL)
+
+
 def test_auto_picks_fused_unless_a_loop_only_option_is_set():
     assert LSTM(2, 3).impl == "fused"
     assert LSTM(2, 3, orthogonal_init=True).impl == "fused"
