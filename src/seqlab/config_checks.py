@@ -158,10 +158,7 @@ def encoder_problems(encoder: DictConfig) -> Iterator[str]:
 
 
 def trainer_problems(trainer: DictConfig) -> Iterator[str]:
-    try:
-        check_precision(trainer)
-    except ConfigError as error:
-        yield from error.problems
+    yield from precision_problems(trainer)
     epochs = trainer.get("max_epochs")
     if epochs is not None and not (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)):
         yield f"trainer.max_epochs={epochs}: must be a positive integer (or -1: no limit)"
@@ -207,17 +204,22 @@ def check_choice(node: DictConfig, path: str, key: str, allowed: tuple) -> Itera
 
 def check_precision(trainer_cfg: DictConfig) -> None:
     """Fail before training on a precision the chosen device cannot run."""
+    problems = list(precision_problems(trainer_cfg))
+    if problems:
+        raise ConfigError(*problems)
+
+
+def precision_problems(trainer_cfg: DictConfig) -> Iterator[str]:
     precision = str(trainer_cfg.get("precision", "32-true"))
     if precision not in PRECISIONS:
-        raise ConfigError(f"trainer.precision={precision!r}: allowed: {', '.join(PRECISIONS)}")
+        yield f"trainer.precision={precision!r}: allowed: {', '.join(PRECISIONS)}"
+        return
     accelerator = trainer_cfg.get("accelerator", "auto")
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if on_cpu and precision.startswith("16"):
-        raise ConfigError(
-            f"trainer.precision={precision}: fp16 needs a GPU; on a CPU use bf16-mixed or 32-true"
-        )
-    if on_cpu and precision.startswith("bf16") and not cpu_supports_bf16():
-        raise ConfigError(
+        yield f"trainer.precision={precision}: fp16 needs a GPU; on a CPU use bf16-mixed or 32-true"
+    elif on_cpu and precision.startswith("bf16") and not cpu_supports_bf16():
+        yield (
             f"trainer.precision={precision}: this CPU has no native bf16 (AVX512-BF16 or "
             "AMX), so oneDNN cannot run the LSTM in bf16; use trainer.precision=32-true"
         )

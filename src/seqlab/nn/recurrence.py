@@ -334,14 +334,14 @@ class _LSTMLayer(torch.autograd.Function):
         if recurrent_mask is not None:
             h_prev = h_prev * recurrent_mask.unsqueeze(1)
             h_first = h0 * recurrent_mask
-        d_x = x.new_empty(x.shape) if needs[0] else None
+        d_x_groups = []
         d_w_ih = torch.empty_like(w_ih) if needs[1] else None
         d_bias = w_ih.new_empty(dirs, 4 * hidden) if needs[2] and ctx.has_bias else None
         d_w_hh = torch.empty_like(w_hh) if needs[3] else None
         for group, group_d_gates in zip(groups, d_gates, strict=True):
             d_gate_rows = group_d_gates.flatten(1, 2)
-            if d_x is not None:
-                input_projection_t.write_to(d_x[group].flatten(1, 2), d_gate_rows, group)
+            if needs[0]:
+                d_x_groups.append(input_projection_t(d_gate_rows, group))
             if d_w_ih is not None:
                 torch.bmm(d_gate_rows.transpose(1, 2), x_rows[group], out=d_w_ih[group])
             if d_bias is not None:
@@ -352,6 +352,11 @@ class _LSTMLayer(torch.autograd.Function):
                     group_d_gates[:, 1:].flatten(1, 2).transpose(1, 2),
                     h_prev[group].flatten(1, 2),
                 )
+        d_x = None
+        if needs[0]:
+            # One group (a GPU): its product is d_x already; one per direction: joined.
+            d_x = d_x_groups[0] if len(d_x_groups) == 1 else torch.cat(d_x_groups)
+            d_x = d_x.view(x.shape)
         for grad in (d_w_ih, d_w_hh):
             if grad is not None:
                 grad.mul_(scale)
