@@ -58,6 +58,18 @@ def test_every_data_and_model_pair_passes_where_the_task_allows(make_cfg, data, 
         (["trainer.precision=16-mixed"], "trainer.precision=16-mixed: fp16 needs a GPU"),
         (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be a positive integer"),
         (["data=text", "model=bilstm"], "model.encoder.bidirectional=true: the data's task"),
+        (["data=text", "model.encoder.conv_channels=[8]"], "conv_channels=[8]: the data's task"),
+        (["data=sine", "model.encoder.conv_channels=[8]"], "the convolutions look ahead"),
+        (["model.encoder.conv_channels=[8,0]"], "conv_channels=[8, 0]: must be a list of positive"),
+        (["model.encoder.conv_channels=8"], "conv_channels=8: must be a list of positive"),
+        (
+            ["model.encoder.conv_channels=[8]", "model.encoder.conv_kernel_size=4"],
+            "model.encoder.conv_kernel_size=4: kernel sizes must be odd",
+        ),
+        (
+            ["model.encoder.conv_channels=[8,8,8]", "model.encoder.conv_kernel_size=[3,5]"],
+            "conv_kernel_size=[3, 5]: give one size, or one per layer (3 for conv_channels=[8, 8, 8])",
+        ),
         # Unknown keys, as `+key=` or a user's YAML brings them in.
         (["+model.encoder.hiden_size=8"], "model.encoder.hiden_size: unknown key (did you mean"),
         (["+data.batchsize=8"], "data.batchsize: unknown key (did you mean batch_size?)"),

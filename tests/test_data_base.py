@@ -3,13 +3,16 @@ module's contract; and the UCR module built on them."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
 from seqlab.data.base import ChannelNormalizer, masked_collate, stratified_split
-from seqlab.data.collate import add_input_noise, time_warp
+from seqlab.data.collate import add_input_noise, shift_channels, time_warp
 from seqlab.data.ucr import UCRDataModule, find_dataset, load_ts
+from seqlab.errors import ConfigError
 
 
 def test_normalizer_statistics_count_every_real_step_once() -> None:
@@ -38,6 +41,16 @@ def test_stratified_split_puts_every_class_of_two_or_more_on_both_sides(fraction
     assert {0, 1} <= set(labels[keep]) and {0, 1} <= set(labels[held])
 
 
+def test_ordered_split_holds_out_each_class_s_last_samples() -> None:
+    labels = np.array([0, 1, 0, 1, 0, 2, 1, 0, 2, 0, 1, 2, 2, 2])
+    keep, held = stratified_split(labels, 0.4, seed=0, ordered=True)
+    assert held.tolist() == [6, 7, 9, 10, 12, 13]  # class 0: 7, 9; class 1: 6, 10; class 2: 12, 13
+    assert sorted([*keep, *held]) == list(range(len(labels)))
+    for seed in (1, 2):  # the seed plays no part
+        again = stratified_split(labels, 0.4, seed=seed, ordered=True)
+        assert np.array_equal(again[1], held) and np.array_equal(again[0], keep)
+
+
 def test_masked_collate_pads_masks_with_false() -> None:
     a = (torch.ones(3, 1), torch.ones(3, 1), torch.tensor([True, False, True]))
     b = (torch.ones(1, 1), torch.ones(1, 1), torch.tensor([True]))
@@ -56,6 +69,21 @@ def test_ucr_normalisation_is_fitted_on_the_training_split_only(tmp_path) -> Non
     everything = torch.from_numpy(np.concatenate(train_x))
     assert not torch.allclose(datamodule.normalizer.mean, everything.mean(0), atol=1e-4)
     assert len(datamodule.datasets["train"]) + len(datamodule.datasets["val"]) == len(train_x)
+
+
+def test_ucr_last_split_validates_on_each_speaker_s_last_utterances(tmp_path) -> None:
+    """JapaneseVowels stores 30 utterances per speaker in recording order: ``last`` holds out
+    the last 6 of each."""
+    datamodule = UCRDataModule("JapaneseVowels", data_dir=tmp_path, val_split="last")
+    datamodule.setup()
+    train_x, train_y = load_ts(find_dataset("JapaneseVowels", tmp_path)[0])
+    scale = datamodule.normalizer
+    val = datamodule.datasets["val"]
+    expected = [i for speaker in range(9) for i in range(30 * speaker + 24, 30 * speaker + 30)]
+    assert len(val) == len(expected) == 54
+    for (x, y), i in zip(val, expected, strict=True):
+        torch.testing.assert_close(x, scale(torch.from_numpy(train_x[i])))
+        assert datamodule.class_names[int(y)] == str(train_y[i])
 
 
 def ramp_batch() -> dict[str, torch.Tensor]:
@@ -95,6 +123,21 @@ def test_time_warp_resamples_each_sequence_between_its_own_ends() -> None:
     assert len(seen) > 6  # the stretch is drawn per sequence and per call
 
 
+def test_channel_shift_moves_each_sequence_by_one_offset_per_channel() -> None:
+    torch.manual_seed(0)
+    batch = ramp_batch()
+    shifted = shift_channels(batch, 0.5)
+    delta = shifted["x"] - batch["x"]
+    offsets = set()
+    for row, length in enumerate((10, 4)):
+        # Every real step of a sequence moves by the same offset per channel; padding stays zero.
+        torch.testing.assert_close(delta[row, :length], delta[row, :1].expand(length, -1))
+        assert (shifted["x"][row, length:] == 0).all()
+        offsets.update(delta[row, 0].tolist())
+    assert len(offsets) == 4 and 0.0 not in offsets  # drawn per sequence and per channel
+    assert shifted["lengths"] is batch["lengths"] and shifted["y"] is batch["y"]
+
+
 def test_time_warp_zero_keeps_the_batch() -> None:
     batch = ramp_batch()
     warped = time_warp(batch, 0.0)
@@ -103,13 +146,23 @@ def test_time_warp_zero_keeps_the_batch() -> None:
 
 @pytest.mark.parametrize("training", [True, False])
 def test_ucr_augments_training_batches_only(tmp_path, training) -> None:
-    datamodule = UCRDataModule("JapaneseVowels", data_dir=tmp_path, noise_std=0.3, time_warp=0.3)
+    datamodule = UCRDataModule(
+        "JapaneseVowels", data_dir=tmp_path, noise_std=0.3, time_warp=0.3, shift_std=0.3
+    )
     datamodule.trainer = type("FakeTrainer", (), {"training": training})()
     batch = ramp_batch()
     out = datamodule.on_after_batch_transfer(batch, 0)
     assert (out is batch) is not training
 
 
-def test_ucr_rejects_a_time_warp_outside_its_range(tmp_path) -> None:
-    with pytest.raises(Exception, match="time_warp"):
-        UCRDataModule("JapaneseVowels", data_dir=tmp_path, time_warp=1.0)
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"time_warp": 1.0}, "data.time_warp=1.0: must be in [0, 1)"),
+        ({"shift_std": -0.1}, "data.shift_std=-0.1: must be >= 0"),
+        ({"val_split": "tail"}, "data.val_split='tail': allowed: random, last"),
+    ],
+)
+def test_ucr_rejects_an_augmentation_or_split_outside_its_range(tmp_path, option, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        UCRDataModule("JapaneseVowels", data_dir=tmp_path, **option)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from hydra.utils import get_object
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from seqlab.errors import ConfigError
 from seqlab.nn.init_state import INIT_STATE_KINDS
@@ -106,6 +106,12 @@ def model_problems(cfg: DictConfig) -> Iterator[str]:
                     "model.encoder.bidirectional=true: the data's task predicts the next step "
                     "and a bidirectional encoder would see the future; use model=lstm"
                 )
+            if task_cls is not None and task_cls.causal and encoder.get("conv_channels"):
+                yield (
+                    f"model.encoder.conv_channels={list(encoder.conv_channels)}: the data's task "
+                    "predicts the next step and the convolutions look ahead; use "
+                    "model.encoder.conv_channels=[]"
+                )
     head = model.get("head")
     if isinstance(head, DictConfig):
         from seqlab.nn.heads import MLPHead
@@ -140,6 +146,7 @@ def encoder_problems(encoder: DictConfig) -> Iterator[str]:
     yield from check_choice(encoder, path, "impl", IMPLS)
     yield from check_choice(encoder, path, "init_state", INIT_STATE_KINDS)
     yield from check_choice(encoder, path, "pooling", (*POOLING_KINDS, None))
+    yield from conv_problems(encoder, path)
     proj, hidden = encoder.get("proj_size", 0), encoder.get("hidden_size")
     if isinstance(proj, int) and isinstance(hidden, int) and proj >= hidden > 0:
         yield f"{path}.proj_size={proj}: must be smaller than hidden_size ({hidden}), or 0"
@@ -155,6 +162,26 @@ def encoder_problems(encoder: DictConfig) -> Iterator[str]:
                     f"{path}.{key}={encoder[key]}: only the loop impl has it, and impl=fused; "
                     "use model.encoder.impl=loop (or auto)"
                 )
+
+
+def conv_problems(encoder: DictConfig, path: str) -> Iterator[str]:
+    channels = encoder.get("conv_channels") or []
+    if not isinstance(channels, ListConfig | list) or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels
+    ):
+        yield f"{path}.conv_channels={channels}: must be a list of positive integers, or []"
+        return
+    kernel = encoder.get("conv_kernel_size", 5)
+    kernels = list(kernel) if isinstance(kernel, ListConfig | list) else [kernel]
+    if not all(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2 for k in kernels
+    ):
+        yield f"{path}.conv_kernel_size={kernel}: kernel sizes must be odd positive integers"
+    elif channels and len(kernels) not in (1, len(channels)):
+        yield (
+            f"{path}.conv_kernel_size={kernel}: give one size, or one per layer "
+            f"({len(channels)} for conv_channels={list(channels)})"
+        )
 
 
 def trainer_problems(trainer: DictConfig) -> Iterator[str]:

@@ -30,17 +30,23 @@ def check_option(key: str, value: object, ok: bool, allowed: str) -> None:
 
 
 def stratified_split(
-    labels: np.ndarray, fraction: float, seed: int
+    labels: np.ndarray, fraction: float, seed: int, *, ordered: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(keep, held_out)``: ``fraction`` of each class held out, at least one where a
-    class has two or more samples."""
+    class has two or more samples. The held-out samples are drawn at random (``seed``), or with
+    ``ordered=True`` they are each class's last ones in the given order (``seed`` unused)."""
     rng = np.random.default_rng(seed)
     keep, held = [], []
     for cls in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
+        idx = np.flatnonzero(labels == cls)
         n_held = round(fraction * len(idx))
         if fraction > 0 and len(idx) >= 2:
             n_held = min(max(n_held, 1), len(idx) - 1)
+        if ordered:
+            keep.append(idx[: len(idx) - n_held])
+            held.append(idx[len(idx) - n_held :])
+            continue
+        idx = rng.permutation(idx)
         held.append(idx[:n_held])
         keep.append(idx[n_held:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))

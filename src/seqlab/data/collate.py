@@ -44,6 +44,20 @@ def add_input_noise(batch: Batch, noise_std: float) -> Batch:
     return {**batch, "x": x + noise_std * torch.randn_like(x) * real.unsqueeze(-1)}
 
 
+def shift_channels(batch: Batch, shift_std: float) -> Batch:
+    """A Gaussian offset of ``shift_std`` per sequence and channel, the same at every real step.
+
+    Unlike ``add_input_noise`` (fresh at every step), this moves a whole sequence: for cepstral
+    features such as JapaneseVowels' LPC cepstra, a fixed offset is what a different channel
+    (microphone, room, session) does to an utterance. Padding stays zero; the draws come from
+    torch's global generator, as with ``add_input_noise``.
+    """
+    x = batch["x"]
+    real = lengths_to_mask(batch["lengths"], x.shape[1]).unsqueeze(-1)  # (B, T, 1)
+    offset = shift_std * torch.randn(x.shape[0], 1, x.shape[2], dtype=x.dtype, device=x.device)
+    return {**batch, "x": x + offset * real}
+
+
 def time_warp(batch: Batch, max_stretch: float) -> Batch:
     """Each sequence resampled in time to ``length * s`` steps, ``s ~ U(1 - max_stretch,
     1 + max_stretch)``, by linear interpolation between its real steps.

@@ -16,10 +16,18 @@ from seqlab.data.base import (
     check_option,
     stratified_split,
 )
-from seqlab.data.collate import Batch, SequenceDataset, add_input_noise, time_warp
+from seqlab.data.collate import (
+    Batch,
+    SequenceDataset,
+    add_input_noise,
+    shift_channels,
+    time_warp,
+)
 from seqlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+# How validation is carved out of the published train split (see the class docstring).
+VAL_SPLITS = ("random", "last")
 
 
 def bundled_data_dir() -> Path:
@@ -119,23 +127,31 @@ class UCRDataModule(SequenceDataModule):
         data_dir: str | Path | None = "data",
         val_fraction: float = 0.2,
         split_seed: int = 0,
+        val_split: str = "random",
         normalize: bool = True,
         noise_std: float = 0.0,
         time_warp: float = 0.0,
+        shift_std: float = 0.0,
         batch_size: int = 32,
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers)
         check_option("val_fraction", val_fraction, 0 <= val_fraction < 1, "must be in [0, 1)")
+        check_option(
+            "val_split", val_split, val_split in VAL_SPLITS, f"allowed: {', '.join(VAL_SPLITS)}"
+        )
         check_option("noise_std", noise_std, noise_std >= 0, "must be >= 0 (0: no noise)")
         check_option("time_warp", time_warp, 0 <= time_warp < 1, "must be in [0, 1) (0: off)")
+        check_option("shift_std", shift_std, shift_std >= 0, "must be >= 0 (0: off)")
         self.name = name
         self.data_dir = data_dir
         self.val_fraction = val_fraction
         self.split_seed = split_seed
+        self.val_split = val_split
         self.normalize = normalize
         self.noise_std = noise_std
         self.time_warp = time_warp
+        self.shift_std = shift_std
         self.class_names: list[str] = []
         self.normalizer: ChannelNormalizer | None = None
 
@@ -170,7 +186,9 @@ class UCRDataModule(SequenceDataModule):
         train_t = torch.tensor([index[str(c)] for c in train_y])
         test_t = torch.tensor([index[str(c)] for c in test_y])
 
-        fit_idx, val_idx = stratified_split(train_y, self.val_fraction, self.split_seed)
+        fit_idx, val_idx = stratified_split(
+            train_y, self.val_fraction, self.split_seed, ordered=self.val_split == "last"
+        )
         fit_x = [torch.from_numpy(train_x[i]) for i in fit_idx]
         if self.normalize:
             self.normalizer = ChannelNormalizer.fit(fit_x)  # only the training split's steps
@@ -201,6 +219,8 @@ class UCRDataModule(SequenceDataModule):
             return batch
         if self.time_warp:
             batch = time_warp(batch, self.time_warp)
+        if self.shift_std:
+            batch = shift_channels(batch, self.shift_std)
         if self.noise_std:
             batch = add_input_noise(batch, self.noise_std)
         return batch

@@ -1,6 +1,8 @@
-"""Pure-PyTorch sequence modules: LSTM layers, initial states, pooling and the encoder."""
+"""Pure-PyTorch sequence modules: LSTM layers, initial states, a convolutional front end,
+pooling and the encoder."""
 
 from seqlab.nn.cell import LSTMCell
+from seqlab.nn.conv import ConvFrontEnd
 from seqlab.nn.encoder import EncoderOutput, LSTMEncoder
 from seqlab.nn.init_state import InitialState
 from seqlab.nn.lstm import LSTM
@@ -9,6 +11,7 @@ from seqlab.nn.pooling import Pooling
 
 __all__ = [
     "LSTM",
+    "ConvFrontEnd",
     "EncoderOutput",
     "InitialState",
     "LSTMCell",

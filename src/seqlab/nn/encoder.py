@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from seqlab.nn.conv import ConvFrontEnd
 from seqlab.nn.init_state import InitialState
 from seqlab.nn.lstm import LSTM
-from seqlab.nn.masking import LengthsLike
+from seqlab.nn.masking import LengthsLike, lengths_to_mask
 from seqlab.nn.pooling import Pooling
 
 
@@ -24,6 +26,8 @@ class LSTMEncoder(nn.Module):
 
     output_size = (proj_size or hidden_size) * (2 if bidirectional else 1).
     `dropout` sits between LSTM layers (ignored with one layer); `input_dropout` on the inputs.
+    `conv_channels` (e.g. ``[128, 128]``) puts a `ConvFrontEnd` of that many 1-D convolution
+    layers (kernel `conv_kernel_size`) between the inputs and the LSTM; empty: none.
     `pooling=None` (or "none") skips pooling for many-to-many tasks; `features` is then None.
     The remaining options are `seqlab.nn.LSTM`'s and `seqlab.nn.InitialState`'s.
     """
@@ -46,11 +50,16 @@ class LSTMEncoder(nn.Module):
         forget_bias: float | None = None,
         orthogonal_init: bool = False,
         input_dropout: float = 0.0,
+        conv_channels: Sequence[int] = (),
+        conv_kernel_size: int | Sequence[int] = 5,
     ) -> None:
         super().__init__()
         self.input_dropout = nn.Dropout(input_dropout)
+        self.frontend = (
+            ConvFrontEnd(input_size, conv_channels, conv_kernel_size) if conv_channels else None
+        )
         self.lstm = LSTM(
-            input_size,
+            input_size if self.frontend is None else self.frontend.output_size,
             hidden_size,
             num_layers,
             batch_first=True,
@@ -85,7 +94,13 @@ class LSTMEncoder(nn.Module):
         state: tuple[Tensor, Tensor] | None = None,
     ) -> EncoderOutput:
         hx = self.init_state(x.size(0), device=x.device, dtype=x.dtype, state=state)
-        outputs, final_state = self.lstm(self.input_dropout(x), hx, lengths=lengths)
+        x = self.input_dropout(x)
+        if self.frontend is not None:
+            mask = None
+            if lengths is not None:
+                mask = lengths_to_mask(self._lengths_tensor(lengths, x), x.size(1))
+            x = self.frontend(x, mask)
+        outputs, final_state = self.lstm(x, hx, lengths=lengths)
         features = None
         if self.pooling is not None:
             pool_lengths = None if lengths is None else self._lengths_tensor(lengths, outputs)

@@ -55,6 +55,12 @@ class SequenceTask(L.LightningModule):
                 "model.encoder.bidirectional=true: this task predicts the next step, and a "
                 "bidirectional encoder would see the future. Use model=lstm."
             )
+        if self.causal and encoder.get("conv_channels"):
+            raise ValueError(
+                f"model.encoder.conv_channels={list(encoder['conv_channels'])}: this task "
+                "predicts the next step, and the convolutions look ahead. Use "
+                "model.encoder.conv_channels=[]."
+            )
 
     def build_network(
         self,

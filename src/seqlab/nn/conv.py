@@ -1,0 +1,92 @@
+"""`ConvFrontEnd`: 1-D convolutions over time ahead of the LSTM (a CNN-LSTM).
+
+Each layer is Conv1d (stride 1, odd kernel, zero "same" padding) -> BatchNorm -> ReLU, so the
+time axis and the lengths are unchanged. Padding never leaks into a sequence's outputs:
+
+- padded steps are zeroed before every convolution, so the steps past a sequence's end read
+  exactly the zeros a convolution pads an unpadded sequence with;
+- in training, BatchNorm's statistics are taken over real steps only (the padded steps of a
+  batch would otherwise pull the mean towards zero, by an amount that depends on the batch);
+- the outputs are zero at padded steps.
+
+A sequence's outputs are therefore the same whether it is run alone or padded in a batch. The
+convolutions look ``kernel_size // 2`` steps ahead, so the front end is not causal: next-step
+tasks refuse it, as they refuse a bidirectional LSTM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class ConvFrontEnd(nn.Module):
+    """(B, T, input_size) padded batch, optional (B,) bool ``mask`` -> (B, T, channels[-1])."""
+
+    def __init__(
+        self, input_size: int, channels: Sequence[int], kernel_size: int | Sequence[int] = 5
+    ) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if not channels:
+            raise ValueError("conv_channels is empty: give at least one layer's channel count")
+        if any(c < 1 for c in channels):
+            raise ValueError(f"conv_channels={channels}: every entry must be >= 1")
+        if isinstance(kernel_size, int):
+            kernels = [kernel_size] * len(channels)
+        else:
+            kernels = [int(k) for k in kernel_size]
+        if len(kernels) != len(channels):
+            raise ValueError(
+                f"conv_kernel_size={list(kernels)}: give one size, or one per layer "
+                f"({len(channels)} for conv_channels={channels})"
+            )
+        if any(k < 1 or k % 2 == 0 for k in kernels):
+            raise ValueError(
+                f"conv_kernel_size={kernel_size}: kernel sizes must be odd and >= 1 (a centred "
+                "kernel keeps every step aligned with its input)"
+            )
+        self.input_size = input_size
+        self.channels = channels
+        self.kernel_sizes = kernels
+        self.output_size = channels[-1]
+        sizes = [input_size, *channels]
+        # No conv bias: the BatchNorm after each convolution has its own shift.
+        self.convs = nn.ModuleList(
+            nn.Conv1d(c_in, c_out, k, padding=k // 2, bias=False)
+            for c_in, c_out, k in zip(sizes[:-1], sizes[1:], kernels, strict=True)
+        )
+        self.norms = nn.ModuleList(nn.BatchNorm1d(c) for c in channels)
+
+    def extra_repr(self) -> str:
+        return (
+            f"input_size={self.input_size}, channels={self.channels}, "
+            f"kernel_sizes={self.kernel_sizes}"
+        )
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``mask`` (B, T): True at real steps; None when every step is real."""
+        pad = None if mask is None else ~mask.unsqueeze(1)  # (B, 1, T), True at padding
+        h = x.transpose(1, 2)  # (B, C, T)
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            if pad is not None:
+                h = h.masked_fill(pad, 0.0)
+            h = torch.relu(self._normalize(norm, conv(h), mask))
+        if pad is not None:
+            h = h.masked_fill(pad, 0.0)
+        return h.transpose(1, 2)
+
+    @staticmethod
+    def _normalize(norm: nn.Module, h: Tensor, mask: Tensor | None) -> Tensor:
+        if mask is None or not (norm.training or not norm.track_running_stats):
+            # All steps real, or evaluation with running statistics: an element-wise affine map
+            # that padded steps cannot influence (and that torch.export can trace).
+            return norm(h)
+        # Batch statistics over the real steps only: (N_real, C) through the same BatchNorm
+        # (so Lightning's sync_batchnorm can still convert it), scattered back.
+        real = norm(h.transpose(1, 2)[mask])  # (N_real, C)
+        out = real.new_zeros(h.shape[0], h.shape[2], h.shape[1])  # (B, T, C)
+        out[mask] = real
+        return out.transpose(1, 2)
