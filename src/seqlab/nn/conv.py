@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 
 class ConvFrontEnd(nn.Module):
-    """(B, T, input_size) padded batch, optional (B,) bool ``mask`` -> (B, T, channels[-1])."""
+    """(B, T, input_size) padded batch, optional (B, T) bool ``mask`` -> (B, T, channels[-1])."""
 
     def __init__(
         self, input_size: int, channels: Sequence[int], kernel_size: int | Sequence[int] = 5
