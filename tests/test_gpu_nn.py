@@ -90,3 +90,35 @@ def test_learned_initial_state_follows_the_module_to_cuda():
     encoder = LSTMEncoder(3, 4, 1, init_state="learned", impl="loop").cuda()
     result = encoder(torch.randn(2, 5, 3, device="cuda"))
     assert result.state[0].device.type == "cuda"
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_conv_front_end_on_cuda_matches_the_cpu(training):
+    """The CNN-LSTM encoder (masked batch norm in training, running statistics in eval) gives
+    the CPU's outputs and gradients on a padded batch, lengths on the GPU or the CPU alike."""
+    torch.manual_seed(0)
+    options = {
+        "bidirectional": True,
+        "dropout": 0.0,
+        "conv_channels": [8, 8],
+        "conv_kernel_size": 3,
+    }
+    cpu = LSTMEncoder(6, 16, 2, **options).train(training)
+    cuda = LSTMEncoder(6, 16, 2, **options).train(training)
+    cuda.load_state_dict(cpu.state_dict())
+    cuda.cuda()
+    x = torch.randn(4, 10, 6)
+    lengths = torch.tensor([10, 2, 7, 5])
+    results = []
+    for model, device, lens in ((cpu, "cpu", lengths), (cuda, "cuda", lengths.cuda())):
+        inp = x.to(device).requires_grad_()
+        out = model(inp, lens)
+        loss = out.features.sum() + out.outputs.pow(2).sum()
+        grads = torch.autograd.grad(loss, [*model.parameters(), inp])
+        results.append([out.features, out.outputs, *grads])
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got.cpu(), want, atol=5e-5, rtol=1e-4)
+    if training:
+        torch.testing.assert_close(
+            cuda.frontend.norms[0].running_mean.cpu(), cpu.frontend.norms[0].running_mean
+        )
