@@ -80,7 +80,8 @@ class ConvFrontEnd(nn.Module):
 
     @staticmethod
     def _normalize(norm: nn.Module, h: Tensor, mask: Tensor | None) -> Tensor:
-        if mask is None or not (norm.training or not norm.track_running_stats):
+        running_stats = not norm.training and norm.track_running_stats
+        if mask is None or running_stats:
             # All steps real, or evaluation with running statistics: an element-wise affine map
             # that padded steps cannot influence (and that torch.export can trace).
             return norm(h)
