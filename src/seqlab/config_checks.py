@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -101,17 +101,8 @@ def model_problems(cfg: DictConfig) -> Iterator[str]:
         if target in (ENCODER, "seqlab.nn.encoder.LSTMEncoder"):
             yield from unknown_keys(encoder, "model.encoder", get_object(ENCODER), ("input_size",))
             yield from encoder_problems(encoder)
-            if task_cls is not None and task_cls.causal and encoder.get("bidirectional"):
-                yield (
-                    "model.encoder.bidirectional=true: the data's task predicts the next step "
-                    "and a bidirectional encoder would see the future; use model=lstm"
-                )
-            if task_cls is not None and task_cls.causal and encoder.get("conv_channels"):
-                yield (
-                    f"model.encoder.conv_channels={list(encoder.conv_channels)}: the data's task "
-                    "predicts the next step and the convolutions look ahead; use "
-                    "model.encoder.conv_channels=[]"
-                )
+            if task_cls is not None and task_cls.causal:
+                yield from lookahead_problems(encoder, "the data's task")
     head = model.get("head")
     if isinstance(head, DictConfig):
         from seqlab.nn.heads import MLPHead
@@ -122,6 +113,20 @@ def model_problems(cfg: DictConfig) -> Iterator[str]:
     optimizer = model.get("optimizer")
     if isinstance(optimizer, DictConfig) and "lr" in optimizer:
         yield from check_number(optimizer, "model.optimizer", "lr", float, lo_open=0)
+
+
+def lookahead_problems(encoder: Mapping[str, Any], task: str) -> Iterator[str]:
+    """Encoder options that read later steps, which a next-step (causal) ``task`` forbids."""
+    if encoder.get("bidirectional"):
+        yield (
+            f"model.encoder.bidirectional=true: {task} predicts the next step and a "
+            "bidirectional encoder would see the future; use model=lstm"
+        )
+    if encoder.get("conv_channels"):
+        yield (
+            f"model.encoder.conv_channels={list(encoder['conv_channels'])}: {task} predicts the "
+            "next step and the convolutions look ahead; use model.encoder.conv_channels=[]"
+        )
 
 
 def data_task(cfg: DictConfig) -> Any:

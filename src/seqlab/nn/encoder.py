@@ -94,17 +94,19 @@ class LSTMEncoder(nn.Module):
         state: tuple[Tensor, Tensor] | None = None,
     ) -> EncoderOutput:
         hx = self.init_state(x.size(0), device=x.device, dtype=x.dtype, state=state)
+        # The lengths on x's device, for the front end's mask and the pooling, made once and
+        # only for them (the LSTM takes them as given: it wants them on the host).
+        lengths_here = None
+        if lengths is not None and (self.frontend is not None or self.pooling is not None):
+            lengths_here = self._lengths_tensor(lengths, x)
         x = self.input_dropout(x)
         if self.frontend is not None:
-            mask = None
-            if lengths is not None:
-                mask = lengths_to_mask(self._lengths_tensor(lengths, x), x.size(1))
+            mask = None if lengths_here is None else lengths_to_mask(lengths_here, x.size(1))
             x = self.frontend(x, mask)
         outputs, final_state = self.lstm(x, hx, lengths=lengths)
         features = None
         if self.pooling is not None:
-            pool_lengths = None if lengths is None else self._lengths_tensor(lengths, outputs)
-            features = self.pooling(outputs, pool_lengths)
+            features = self.pooling(outputs, lengths_here)
         return EncoderOutput(features, outputs, final_state)
 
     @staticmethod

@@ -328,16 +328,17 @@ class _LSTMLayer(torch.autograd.Function):
         scale = _cell_gate_scale(hidden, w_ih)
         input_projection_t = _BatchedLinear(w_ih.transpose(1, 2), rows_hint=steps * batch)
         x_rows = x.reshape(dirs, steps * batch, features)
-        # sum over t of dG_t^T h_{t-1}: h_{-1} = h0, then the outputs shifted by one step (rows
-        # past a sequence's end have zero dG, so the zeros there do not matter).
-        h_prev, h_first = outputs[:, :-1], h0
-        if recurrent_mask is not None:
-            h_prev = h_prev * recurrent_mask.unsqueeze(1)
-            h_first = h0 * recurrent_mask
         d_x_groups = []
         d_w_ih = torch.empty_like(w_ih) if needs[1] else None
         d_bias = w_ih.new_empty(dirs, 4 * hidden) if needs[2] and ctx.has_bias else None
         d_w_hh = torch.empty_like(w_hh) if needs[3] else None
+        if d_w_hh is not None:
+            # sum over t of dG_t^T h_{t-1}: h_{-1} = h0, then the outputs shifted by one step
+            # (rows past a sequence's end have zero dG, so the zeros there do not matter).
+            h_prev, h_first = outputs[:, :-1], h0
+            if recurrent_mask is not None:
+                h_prev = h_prev * recurrent_mask.unsqueeze(1)
+                h_first = h0 * recurrent_mask
         for group, group_d_gates in zip(groups, d_gates, strict=True):
             d_gate_rows = group_d_gates.flatten(1, 2)
             if needs[0]:

@@ -10,6 +10,8 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
+from seqlab.config_checks import lookahead_problems
+from seqlab.errors import ConfigError
 from seqlab.nn.heads import MLPHead
 
 DEFAULT_ENCODER = "seqlab.nn.LSTMEncoder"
@@ -50,17 +52,9 @@ class SequenceTask(L.LightningModule):
         self.train_loss_mean = MeanMetric()
         self.val_loss_mean = MeanMetric()
         self.test_loss_mean = MeanMetric()
-        if self.causal and encoder.get("bidirectional", False):
-            raise ValueError(
-                "model.encoder.bidirectional=true: this task predicts the next step, and a "
-                "bidirectional encoder would see the future. Use model=lstm."
-            )
-        if self.causal and encoder.get("conv_channels"):
-            raise ValueError(
-                f"model.encoder.conv_channels={list(encoder['conv_channels'])}: this task "
-                "predicts the next step, and the convolutions look ahead. Use "
-                "model.encoder.conv_channels=[]."
-            )
+        lookahead = list(lookahead_problems(encoder, "this task")) if self.causal else []
+        if lookahead:
+            raise ConfigError(*lookahead)
 
     def build_network(
         self,
