@@ -1,4 +1,5 @@
-"""seqlab.nn.ConvFrontEnd: the optional convolutions ahead of the LSTM, and their padding."""
+"""seqlab.nn.ConvFrontEnd: the optional convolutions ahead of (or beside) the LSTM, and their
+padding."""
 
 from __future__ import annotations
 
@@ -107,6 +108,57 @@ def test_encoder_with_a_front_end_is_independent_of_padding(impl):
         alone = encoder(x[b : b + 1, :length], LENGTHS[b : b + 1])
         torch.testing.assert_close(batch.features[b], alone.features[0])
         torch.testing.assert_close(batch.outputs[b, :length], alone.outputs[0])
+
+
+@pytest.mark.parametrize("impl", ["fused", "loop"])
+def test_parallel_mode_joins_the_lstm_and_the_conv_average_over_real_steps(impl):
+    """LSTM-FCN: the LSTM reads the raw inputs; the convolutions' outputs, averaged over each
+    sequence's real steps, are appended to its pooled features (and per step to its outputs)."""
+    torch.manual_seed(0)
+    encoder = LSTMEncoder(
+        3,
+        8,
+        2,
+        bidirectional=True,
+        impl=impl,
+        conv_channels=[6, 5],
+        conv_kernel_size=3,
+        conv_mode="parallel",
+    ).eval()
+    trained_statistics(encoder.frontend)
+    assert encoder.lstm.input_size == 3 and encoder.output_size == 16 + 5
+    # The same LSTM without convolutions is the oracle for the first 16 features.
+    plain = LSTMEncoder(3, 8, 2, bidirectional=True, impl=impl).eval()
+    plain.load_state_dict(
+        {k: v for k, v in encoder.state_dict().items() if not k.startswith("frontend.")}
+    )
+    stack = reference(encoder.frontend)
+    x = padded(LENGTHS, 9, 3, fill=100.0)
+    out = encoder(x, LENGTHS)
+    expected = plain(x, LENGTHS)
+    torch.testing.assert_close(out.features[:, :16], expected.features)
+    torch.testing.assert_close(out.outputs[..., :16], expected.outputs)
+    assert out.state[0].shape == (4, 4, 8)
+    for b, length in enumerate(LENGTHS.tolist()):
+        conv = stack(x[b : b + 1, :length].transpose(1, 2))[0].T  # (length, 5), unpadded
+        torch.testing.assert_close(out.features[b, 16:], conv.mean(0))
+        torch.testing.assert_close(out.outputs[b, :length, 16:], conv)
+        assert (out.outputs[b, length:] == 0).all()
+
+
+def test_parallel_mode_in_training_is_independent_of_padding():
+    torch.manual_seed(0)
+    encoder = LSTMEncoder(
+        3, 8, 1, impl="loop", conv_channels=[6], conv_kernel_size=3, conv_mode="parallel"
+    ).train()
+    x = padded(LENGTHS, 9, 3, fill=100.0)
+    wider = torch.cat([x, torch.full((4, 5, 3), -7.0)], dim=1)
+    torch.testing.assert_close(encoder(x, LENGTHS).features, encoder(wider, LENGTHS).features)
+
+
+def test_an_unknown_conv_mode_is_refused():
+    with pytest.raises(ValueError, match="conv_mode='side': allowed: serial, parallel"):
+        LSTMEncoder(3, 8, conv_channels=[4], conv_mode="side")
 
 
 def test_no_lengths_means_every_step_is_real():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seqlab.data.base import ChannelNormalizer, masked_collate, stratified_split
-from seqlab.data.collate import add_input_noise, shift_channels, time_warp
+from seqlab.data.collate import add_input_noise, resample, shift_channels, time_warp
 from seqlab.data.ucr import UCRDataModule, find_dataset, load_ts
 from seqlab.errors import ConfigError
 
@@ -84,6 +84,37 @@ def test_ucr_last_split_validates_on_each_speaker_s_last_utterances(tmp_path) ->
     for (x, y), i in zip(val, expected, strict=True):
         torch.testing.assert_close(x, scale(torch.from_numpy(train_x[i])))
         assert datamodule.class_names[int(y)] == str(train_y[i])
+
+
+def test_resample_keeps_a_straight_line_and_its_end_points() -> None:
+    for old, new in [(4, 29), (29, 7), (10, 10), (2, 3)]:
+        t = torch.arange(old, dtype=torch.float32)
+        line = torch.stack([t, 5 - 2 * t], dim=1)
+        expected = torch.linspace(0, old - 1, new)
+        out = resample(line, new)
+        assert out.shape == (new, 2)
+        torch.testing.assert_close(out[:, 0], expected)
+        torch.testing.assert_close(out[:, 1], 5 - 2 * expected)
+    torch.testing.assert_close(
+        resample(torch.tensor([[2.0, -1.0]]), 3), torch.tensor([[2.0, -1.0]] * 3)
+    )
+
+
+def test_ucr_resize_length_resamples_every_split_before_normalising(tmp_path) -> None:
+    datamodule = UCRDataModule("JapaneseVowels", data_dir=tmp_path, resize_length=29)
+    datamodule.setup()
+    for split in ("train", "val", "test"):
+        assert {x.shape for x, _ in datamodule.datasets[split]} == {(29, 12)}
+    # The normaliser is fitted on the resampled training steps, and test samples are the raw
+    # file's sequences resampled, then scaled with it.
+    fit = torch.cat([x for x, _ in datamodule.datasets["train"]])
+    torch.testing.assert_close(fit.mean(0), torch.zeros(12), atol=1e-5, rtol=0)
+    test_x, _ = load_ts(find_dataset("JapaneseVowels", tmp_path)[1])
+    for i in (0, 100, 369):
+        raw = torch.from_numpy(test_x[i])
+        assert raw.shape[0] in (19, 10, 11)  # stretched to 29
+        expected = datamodule.normalizer(resample(raw, 29))
+        torch.testing.assert_close(datamodule.datasets["test"][i][0], expected)
 
 
 def ramp_batch() -> dict[str, torch.Tensor]:
@@ -161,6 +192,9 @@ def test_ucr_augments_training_batches_only(tmp_path, training) -> None:
         ({"time_warp": 1.0}, "data.time_warp=1.0: must be in [0, 1)"),
         ({"shift_std": -0.1}, "data.shift_std=-0.1: must be >= 0"),
         ({"val_split": "tail"}, "data.val_split='tail': allowed: random, last"),
+        ({"resize_length": 0}, "data.resize_length=0: must be a positive integer, or null"),
+        ({"resize_length": 2.5}, "data.resize_length=2.5: must be a positive integer, or null"),
+        ({"resize_length": True}, "data.resize_length=True: must be a positive integer, or null"),
     ],
 )
 def test_ucr_rejects_an_augmentation_or_split_outside_its_range(tmp_path, option, message):

@@ -75,10 +75,11 @@ FORMATS = ["torch_export", "onnx"] if HAS_ONNX else ["torch_export"]
     [
         ["model=bilstm"],
         ["model=bilstm", "model.encoder.conv_channels=[8,6]", "model.encoder.conv_kernel_size=3"],
+        ["model=bilstm", "model.encoder.conv_channels=[8]", "model.encoder.conv_mode=parallel"],
         ["data=sine", "data.train_size=64", "data.val_size=16", "data.test_size=16",
          "data.seq_len=40", "data.min_len=20", "data.rollout_horizon=5"],
     ],
-    ids=["bilstm-classifier", "conv-bilstm-classifier", "forecaster"],
+    ids=["bilstm-classifier", "conv-bilstm-classifier", "lstm-fcn-classifier", "forecaster"],
 )  # fmt: skip
 def test_exported_model_equals_the_checkpoint(make_cfg, data: list[str]) -> None:
     """Each format (ONNX when onnx, onnxscript and onnxruntime are installed: the ``export``

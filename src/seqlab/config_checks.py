@@ -19,6 +19,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from seqlab.errors import ConfigError
+from seqlab.nn.encoder import CONV_MODES
 from seqlab.nn.init_state import INIT_STATE_KINDS
 from seqlab.nn.lstm import IMPLS
 from seqlab.nn.pooling import POOLING_KINDS
@@ -151,6 +152,7 @@ def encoder_problems(encoder: DictConfig) -> Iterator[str]:
     yield from check_choice(encoder, path, "impl", IMPLS)
     yield from check_choice(encoder, path, "init_state", INIT_STATE_KINDS)
     yield from check_choice(encoder, path, "pooling", (*POOLING_KINDS, None))
+    yield from check_choice(encoder, path, "conv_mode", CONV_MODES)
     yield from conv_problems(encoder, path)
     proj, hidden = encoder.get("proj_size", 0), encoder.get("hidden_size")
     if isinstance(proj, int) and isinstance(hidden, int) and proj >= hidden > 0:

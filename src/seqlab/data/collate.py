@@ -58,6 +58,15 @@ def shift_channels(batch: Batch, shift_std: float) -> Batch:
     return {**batch, "x": x + offset * real}
 
 
+def resample(sequence: Tensor, length: int) -> Tensor:
+    """A ``(T, C)`` sequence resampled in time to ``(length, C)`` by linear interpolation, its
+    first and last steps kept where they are (a one-step sequence is repeated)."""
+    resampled = F.interpolate(
+        sequence.T.unsqueeze(0), size=length, mode="linear", align_corners=True
+    )
+    return resampled[0].T
+
+
 def time_warp(batch: Batch, max_stretch: float) -> Batch:
     """Each sequence resampled in time to ``length * s`` steps, ``s ~ U(1 - max_stretch,
     1 + max_stretch)``, by linear interpolation between its real steps.
@@ -74,9 +83,7 @@ def time_warp(batch: Batch, max_stretch: float) -> Batch:
     for row, (length, new_length) in enumerate(
         zip(lengths.tolist(), new_lengths.tolist(), strict=True)
     ):
-        sequence = x[row, :length].T.unsqueeze(0)  # (1, C, L)
-        resampled = F.interpolate(sequence, size=new_length, mode="linear", align_corners=True)
-        warped[row, :new_length] = resampled[0].T
+        warped[row, :new_length] = resample(x[row, :length], new_length)
     return {**batch, "x": warped, "lengths": new_lengths.to(lengths.device)}
 
 

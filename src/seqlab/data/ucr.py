@@ -20,6 +20,7 @@ from seqlab.data.collate import (
     Batch,
     SequenceDataset,
     add_input_noise,
+    resample,
     shift_channels,
     time_warp,
 )
@@ -28,6 +29,10 @@ from seqlab.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 # How validation is carved out of the published train split (see the class docstring).
 VAL_SPLITS = ("random", "last")
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def bundled_data_dir() -> Path:
@@ -129,6 +134,7 @@ class UCRDataModule(SequenceDataModule):
         split_seed: int = 0,
         val_split: str = "random",
         normalize: bool = True,
+        resize_length: int | None = None,
         noise_std: float = 0.0,
         time_warp: float = 0.0,
         shift_std: float = 0.0,
@@ -140,6 +146,12 @@ class UCRDataModule(SequenceDataModule):
         check_option(
             "val_split", val_split, val_split in VAL_SPLITS, f"allowed: {', '.join(VAL_SPLITS)}"
         )
+        check_option(
+            "resize_length",
+            resize_length,
+            resize_length is None or _is_positive_int(resize_length),
+            "must be a positive integer, or null to keep each sequence's own length",
+        )
         check_option("noise_std", noise_std, noise_std >= 0, "must be >= 0 (0: no noise)")
         check_option("time_warp", time_warp, 0 <= time_warp < 1, "must be in [0, 1) (0: off)")
         check_option("shift_std", shift_std, shift_std >= 0, "must be >= 0 (0: off)")
@@ -149,6 +161,7 @@ class UCRDataModule(SequenceDataModule):
         self.split_seed = split_seed
         self.val_split = val_split
         self.normalize = normalize
+        self.resize_length = resize_length
         self.noise_std = noise_std
         self.time_warp = time_warp
         self.shift_std = shift_std
@@ -186,6 +199,12 @@ class UCRDataModule(SequenceDataModule):
         train_t = torch.tensor([index[str(c)] for c in train_y])
         test_t = torch.tensor([index[str(c)] for c in test_y])
 
+        lengths = [x.shape[0] for x in train_x + test_x]
+        if self.resize_length is not None:
+            # Per sequence, so it uses nothing from other samples (and nothing from test).
+            train_x = [self._resize(x) for x in train_x]
+            test_x = [self._resize(x) for x in test_x]
+
         fit_idx, val_idx = stratified_split(
             train_y, self.val_fraction, self.split_seed, ordered=self.val_split == "last"
         )
@@ -200,7 +219,6 @@ class UCRDataModule(SequenceDataModule):
             ),
             "test": SequenceDataset([scale(torch.from_numpy(x)) for x in test_x], test_t),
         }
-        lengths = [x.shape[0] for x in train_x + test_x]
         log.info(
             "%s: %d train / %d val / %d test, %d channels, %d classes, lengths %d-%d",
             self.name,
@@ -212,7 +230,13 @@ class UCRDataModule(SequenceDataModule):
             min(lengths),
             max(lengths),
         )
+        if self.resize_length is not None:
+            log.info("%s: every sequence resampled to %d steps", self.name, self.resize_length)
         return datasets
+
+    def _resize(self, x: np.ndarray) -> np.ndarray:
+        assert self.resize_length is not None
+        return resample(torch.from_numpy(x), self.resize_length).numpy()
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         if self.trainer is None or not self.trainer.training:

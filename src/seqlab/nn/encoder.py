@@ -14,6 +14,8 @@ from seqlab.nn.lstm import LSTM
 from seqlab.nn.masking import LengthsLike, lengths_to_mask
 from seqlab.nn.pooling import Pooling
 
+CONV_MODES = ("serial", "parallel")
+
 
 class EncoderOutput(NamedTuple):
     features: Tensor | None  # (B, output_size) pooled, None for many-to-many (pooling=None)
@@ -24,10 +26,17 @@ class EncoderOutput(NamedTuple):
 class LSTMEncoder(nn.Module):
     """(B, T, D) padded batch, (B,) lengths -> EncoderOutput. Always batch-first.
 
-    output_size = (proj_size or hidden_size) * (2 if bidirectional else 1).
+    output_size = (proj_size or hidden_size) * (2 if bidirectional else 1), plus
+    ``conv_channels[-1]`` with ``conv_mode="parallel"``.
     `dropout` sits between LSTM layers (ignored with one layer); `input_dropout` on the inputs.
-    `conv_channels` (e.g. ``[128, 128]``) puts a `ConvFrontEnd` of that many 1-D convolution
-    layers (kernel `conv_kernel_size`) between the inputs and the LSTM; empty: none.
+    `conv_channels` (e.g. ``[128, 128]``) adds a `ConvFrontEnd` of that many 1-D convolution
+    layers (kernel `conv_kernel_size`); empty: none. `conv_mode` says where it sits:
+
+    - ``"serial"``: between the inputs and the LSTM (a CNN-LSTM);
+    - ``"parallel"``: beside the LSTM, both reading the inputs (LSTM-FCN, Karim et al. 2017).
+      The convolutions' outputs are concatenated to the LSTM's at every step, and their
+      average over real steps (FCN's global average pooling) to the LSTM's pooled features.
+
     `pooling=None` (or "none") skips pooling for many-to-many tasks; `features` is then None.
     The remaining options are `seqlab.nn.LSTM`'s and `seqlab.nn.InitialState`'s.
     """
@@ -52,14 +61,21 @@ class LSTMEncoder(nn.Module):
         input_dropout: float = 0.0,
         conv_channels: Sequence[int] = (),
         conv_kernel_size: int | Sequence[int] = 5,
+        conv_mode: str = "serial",
     ) -> None:
         super().__init__()
+        if conv_mode not in CONV_MODES:
+            raise ValueError(f"conv_mode={conv_mode!r}: allowed: {', '.join(CONV_MODES)}")
+        self.conv_mode = conv_mode
         self.input_dropout = nn.Dropout(input_dropout)
         self.frontend = (
             ConvFrontEnd(input_size, conv_channels, conv_kernel_size) if conv_channels else None
         )
+        lstm_input_size = input_size
+        if self.frontend is not None and conv_mode == "serial":
+            lstm_input_size = self.frontend.output_size
         self.lstm = LSTM(
-            input_size if self.frontend is None else self.frontend.output_size,
+            lstm_input_size,
             hidden_size,
             num_layers,
             batch_first=True,
@@ -84,8 +100,13 @@ class LSTMEncoder(nn.Module):
         self.pooling = (
             None
             if pooling in (None, "none")
-            else Pooling(pooling, self.output_size, bidirectional=bidirectional)
+            else Pooling(pooling, self.lstm.output_size, bidirectional=bidirectional)
         )
+        # LSTM-FCN's convolutional branch is read by global average pooling.
+        self.conv_pooling: Pooling | None = None
+        if self.frontend is not None and conv_mode == "parallel":
+            self.conv_pooling = Pooling("mean", self.frontend.output_size)
+            self.output_size += self.frontend.output_size
 
     def forward(
         self,
@@ -100,13 +121,19 @@ class LSTMEncoder(nn.Module):
         if lengths is not None and (self.frontend is not None or self.pooling is not None):
             lengths_here = self._lengths_tensor(lengths, x)
         x = self.input_dropout(x)
+        conv = None
         if self.frontend is not None:
             mask = None if lengths_here is None else lengths_to_mask(lengths_here, x.size(1))
-            x = self.frontend(x, mask)
-        outputs, final_state = self.lstm(x, hx, lengths=lengths)
-        features = None
-        if self.pooling is not None:
-            features = self.pooling(outputs, lengths_here)
+            conv = self.frontend(x, mask)
+        lstm_input = x
+        if conv is not None and self.conv_pooling is None:  # serial
+            lstm_input = conv
+        outputs, final_state = self.lstm(lstm_input, hx, lengths=lengths)
+        features = None if self.pooling is None else self.pooling(outputs, lengths_here)
+        if conv is not None and self.conv_pooling is not None:  # parallel
+            outputs = torch.cat([outputs, conv], dim=-1)
+            if features is not None:
+                features = torch.cat([features, self.conv_pooling(conv, lengths_here)], dim=-1)
         return EncoderOutput(features, outputs, final_state)
 
     @staticmethod
