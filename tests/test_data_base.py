@@ -43,12 +43,27 @@ def test_stratified_split_puts_every_class_of_two_or_more_on_both_sides(fraction
 
 def test_ordered_split_holds_out_each_class_s_last_samples() -> None:
     labels = np.array([0, 1, 0, 1, 0, 2, 1, 0, 2, 0, 1, 2, 2, 2])
-    keep, held = stratified_split(labels, 0.4, seed=0, ordered=True)
+    keep, held = stratified_split(labels, 0.4, seed=0, order="last")
     assert held.tolist() == [6, 7, 9, 10, 12, 13]  # class 0: 7, 9; class 1: 6, 10; class 2: 12, 13
     assert sorted([*keep, *held]) == list(range(len(labels)))
     for seed in (1, 2):  # the seed plays no part
-        again = stratified_split(labels, 0.4, seed=seed, ordered=True)
+        again = stratified_split(labels, 0.4, seed=seed, order="last")
         assert np.array_equal(again[1], held) and np.array_equal(again[0], keep)
+
+
+def test_block_split_holds_out_each_sample_once_over_all_blocks() -> None:
+    labels = np.array([0, 1, 0, 1, 0, 2, 1, 0, 2, 0, 1, 2, 2, 2, 0])
+    held_out = []
+    for block in range(3):  # fraction 1/3: three runs per class, in file order
+        keep, held = stratified_split(labels, 1 / 3, seed=0, order="block", block=block)
+        assert sorted([*keep, *held]) == list(range(len(labels)))
+        held_out.append(held.tolist())
+    # class 0 at 0, 2, 4, 7, 9, 14; class 1 at 1, 3, 6, 10; class 2 at 5, 8, 11, 12, 13
+    assert held_out == [[0, 1, 2, 3, 5, 8], [4, 6, 7, 11, 12], [9, 10, 13, 14]]
+    with pytest.raises(ValueError, match=re.escape("block=5: fraction 0.2 makes blocks 0-4")):
+        stratified_split(labels, 0.2, seed=0, order="block", block=5)
+    with pytest.raises(ValueError, match="order='first': allowed: random, last, block"):
+        stratified_split(labels, 0.2, seed=0, order="first")
 
 
 def test_masked_collate_pads_masks_with_false() -> None:
@@ -84,6 +99,19 @@ def test_ucr_last_split_validates_on_each_speaker_s_last_utterances(tmp_path) ->
     for (x, y), i in zip(val, expected, strict=True):
         torch.testing.assert_close(x, scale(torch.from_numpy(train_x[i])))
         assert datamodule.class_names[int(y)] == str(train_y[i])
+
+
+@pytest.mark.parametrize("block", [0, 2, 4])
+def test_ucr_block_split_validates_on_a_run_of_each_speaker_s_utterances(tmp_path, block):
+    datamodule = UCRDataModule(
+        "JapaneseVowels", data_dir=tmp_path, val_split="block", val_block=block
+    )
+    datamodule.setup()
+    train_x, _ = load_ts(find_dataset("JapaneseVowels", tmp_path)[0])
+    expected = [30 * s + 6 * block + i for s in range(9) for i in range(6)]
+    assert len(datamodule.datasets["val"]) == 54
+    for (x, _), i in zip(datamodule.datasets["val"], expected, strict=True):
+        torch.testing.assert_close(x, datamodule.normalizer(torch.from_numpy(train_x[i])))
 
 
 def test_resample_keeps_a_straight_line_and_its_end_points() -> None:
@@ -191,7 +219,15 @@ def test_ucr_augments_training_batches_only(tmp_path, training) -> None:
     [
         ({"time_warp": 1.0}, "data.time_warp=1.0: must be in [0, 1)"),
         ({"shift_std": -0.1}, "data.shift_std=-0.1: must be >= 0"),
-        ({"val_split": "tail"}, "data.val_split='tail': allowed: random, last"),
+        ({"val_split": "tail"}, "data.val_split='tail': allowed: random, last, block"),
+        (
+            {"val_split": "block", "val_block": 5},
+            "data.val_block=5: with val_split=block and val_fraction=0.2: an integer in [0, 5)",
+        ),
+        (
+            {"val_split": "block", "val_fraction": 0.0},
+            "data.val_block=0: val_split=block needs val_fraction > 0",
+        ),
         ({"resize_length": 0}, "data.resize_length=0: must be a positive integer, or null"),
         ({"resize_length": 2.5}, "data.resize_length=2.5: must be a positive integer, or null"),
         ({"resize_length": True}, "data.resize_length=True: must be a positive integer, or null"),

@@ -92,16 +92,18 @@ def test_learned_initial_state_follows_the_module_to_cuda():
     assert result.state[0].device.type == "cuda"
 
 
+@pytest.mark.parametrize("conv_mode", ["serial", "parallel"])
 @pytest.mark.parametrize("training", [True, False])
-def test_conv_front_end_on_cuda_matches_the_cpu(training):
-    """The CNN-LSTM encoder (masked batch norm in training, running statistics in eval) gives
-    the CPU's outputs and gradients on a padded batch, lengths on the GPU or the CPU alike."""
+def test_conv_front_end_on_cuda_matches_the_cpu(training, conv_mode):
+    """The CNN-LSTM and LSTM-FCN encoders (masked batch norm in training, running statistics in
+    eval) give the CPU's outputs and gradients on a padded batch."""
     torch.manual_seed(0)
     options = {
         "bidirectional": True,
         "dropout": 0.0,
         "conv_channels": [8, 8],
         "conv_kernel_size": 3,
+        "conv_mode": conv_mode,
     }
     cpu = LSTMEncoder(6, 16, 2, **options).train(training)
     cuda = LSTMEncoder(6, 16, 2, **options).train(training)

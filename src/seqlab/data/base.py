@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from lightning.pytorch.loops.progress import _ProcessedTracker
 
 SPLITS = ("train", "val", "test")
+# How `stratified_split` picks the held-out samples of each class.
+SPLIT_ORDERS = ("random", "last", "block")
 
 
 def check_option(key: str, value: object, ok: bool, allowed: str) -> None:
@@ -30,25 +32,44 @@ def check_option(key: str, value: object, ok: bool, allowed: str) -> None:
 
 
 def stratified_split(
-    labels: np.ndarray, fraction: float, seed: int, *, ordered: bool = False
+    labels: np.ndarray, fraction: float, seed: int, *, order: str = "random", block: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(keep, held_out)``: ``fraction`` of each class held out, at least one where a
-    class has two or more samples. The held-out samples are drawn at random (``seed``), or with
-    ``ordered=True`` they are each class's last ones in the given order (``seed`` unused)."""
+    """Indices ``(keep, held_out)`` with about ``fraction`` of each class held out.
+
+    Which of a class's samples are held out depends on ``order``:
+
+    - ``"random"``: a draw seeded by ``seed``, at least one where a class has two or more;
+    - ``"last"``: its last ones in the given order, as many as ``"random"`` holds out;
+    - ``"block"``: the class cut into ``round(1 / fraction)`` runs of consecutive samples
+      (sizes differing by at most one); run ``block`` is held out. Running every block once is
+      a k-fold cross-validation in which each sample is held out exactly once.
+
+    ``seed`` plays no part unless ``order="random"``.
+    """
+    if order not in SPLIT_ORDERS:
+        raise ValueError(f"order={order!r}: allowed: {', '.join(SPLIT_ORDERS)}")
+    blocks = round(1 / fraction) if fraction > 0 else 1
+    if order == "block" and not 0 <= block < blocks:
+        raise ValueError(f"block={block}: fraction {fraction} makes blocks 0-{blocks - 1}")
     rng = np.random.default_rng(seed)
     keep, held = [], []
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
+        if order == "block":
+            runs = np.array_split(idx, blocks)
+            held.append(runs[block])
+            keep.append(np.concatenate([run for i, run in enumerate(runs) if i != block]))
+            continue
         n_held = round(fraction * len(idx))
         if fraction > 0 and len(idx) >= 2:
             n_held = min(max(n_held, 1), len(idx) - 1)
-        if ordered:
+        if order == "random":
+            idx = rng.permutation(idx)
+            held.append(idx[:n_held])
+            keep.append(idx[n_held:])
+        else:
             keep.append(idx[: len(idx) - n_held])
             held.append(idx[len(idx) - n_held :])
-            continue
-        idx = rng.permutation(idx)
-        held.append(idx[:n_held])
-        keep.append(idx[n_held:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
 
 

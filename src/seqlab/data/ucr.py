@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from seqlab.data.base import (
+    SPLIT_ORDERS,
     ChannelNormalizer,
     SequenceDataModule,
     check_option,
@@ -27,12 +28,10 @@ from seqlab.data.collate import (
 from seqlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-# How validation is carved out of the published train split (see the class docstring).
-VAL_SPLITS = ("random", "last")
 
 
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def bundled_data_dir() -> Path:
@@ -119,8 +118,10 @@ class UCRDataModule(SequenceDataModule):
     """A UCR/UEA classification set with its published train/test split.
 
     Batches are ``{"x": (B, T_max, C), "lengths": (B,), "y": (B,)}``; validation is carved from
-    the training split (seeded, stratified) and per-channel normalisation is fitted on the
-    training split only.
+    the training split, ``val_fraction`` of each class (``val_split``: ``random`` seeded by
+    ``split_seed``, each class's ``last`` samples in file order, or its ``block``-th run of
+    consecutive samples, see ``stratified_split``) and per-channel normalisation is fitted on
+    the training split only.
     """
 
     task = "classification"
@@ -133,6 +134,7 @@ class UCRDataModule(SequenceDataModule):
         val_fraction: float = 0.2,
         split_seed: int = 0,
         val_split: str = "random",
+        val_block: int = 0,
         normalize: bool = True,
         resize_length: int | None = None,
         noise_std: float = 0.0,
@@ -144,12 +146,22 @@ class UCRDataModule(SequenceDataModule):
         super().__init__(batch_size, num_workers)
         check_option("val_fraction", val_fraction, 0 <= val_fraction < 1, "must be in [0, 1)")
         check_option(
-            "val_split", val_split, val_split in VAL_SPLITS, f"allowed: {', '.join(VAL_SPLITS)}"
+            "val_split", val_split, val_split in SPLIT_ORDERS, f"allowed: {', '.join(SPLIT_ORDERS)}"
         )
+        if val_split == "block":
+            blocks = round(1 / val_fraction) if val_fraction > 0 else 0
+            check_option(
+                "val_block",
+                val_block,
+                _is_int(val_block) and 0 <= val_block < blocks,
+                f"with val_split=block and val_fraction={val_fraction}: an integer in [0, {blocks})"
+                if blocks
+                else "val_split=block needs val_fraction > 0",
+            )
         check_option(
             "resize_length",
             resize_length,
-            resize_length is None or _is_positive_int(resize_length),
+            resize_length is None or (_is_int(resize_length) and resize_length >= 1),
             "must be a positive integer, or null to keep each sequence's own length",
         )
         check_option("noise_std", noise_std, noise_std >= 0, "must be >= 0 (0: no noise)")
@@ -160,6 +172,7 @@ class UCRDataModule(SequenceDataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.val_split = val_split
+        self.val_block = val_block
         self.normalize = normalize
         self.resize_length = resize_length
         self.noise_std = noise_std
@@ -206,7 +219,11 @@ class UCRDataModule(SequenceDataModule):
             test_x = [self._resize(x) for x in test_x]
 
         fit_idx, val_idx = stratified_split(
-            train_y, self.val_fraction, self.split_seed, ordered=self.val_split == "last"
+            train_y,
+            self.val_fraction,
+            self.split_seed,
+            order=self.val_split,
+            block=self.val_block,
         )
         fit_x = [torch.from_numpy(train_x[i]) for i in fit_idx]
         if self.normalize:
