@@ -62,6 +62,9 @@ def test_block_split_holds_out_each_sample_once_over_all_blocks() -> None:
     assert held_out == [[0, 1, 2, 3, 5, 8], [4, 6, 7, 11, 12], [9, 10, 13, 14]]
     with pytest.raises(ValueError, match=re.escape("block=5: fraction 0.2 makes blocks 0-4")):
         stratified_split(labels, 0.2, seed=0, order="block", block=5)
+    for fraction in (0.0, 0.7):  # no block, or a single one holding everything
+        with pytest.raises(ValueError, match="order='block' needs 0 < fraction <= 2/3"):
+            stratified_split(labels, fraction, seed=0, order="block")
     with pytest.raises(ValueError, match="order='first': allowed: random, last, block"):
         stratified_split(labels, 0.2, seed=0, order="first")
 
@@ -226,7 +229,11 @@ def test_ucr_augments_training_batches_only(tmp_path, training) -> None:
         ),
         (
             {"val_split": "block", "val_fraction": 0.0},
-            "data.val_block=0: val_split=block needs val_fraction > 0",
+            "data.val_fraction=0.0: val_split=block needs 0 < val_fraction <= 2/3",
+        ),
+        (
+            {"val_split": "block", "val_fraction": 0.7},
+            "data.val_fraction=0.7: val_split=block needs 0 < val_fraction <= 2/3",
         ),
         ({"resize_length": 0}, "data.resize_length=0: must be a positive integer, or null"),
         ({"resize_length": 2.5}, "data.resize_length=2.5: must be a positive integer, or null"),

@@ -48,7 +48,9 @@ def stratified_split(
     """
     if order not in SPLIT_ORDERS:
         raise ValueError(f"order={order!r}: allowed: {', '.join(SPLIT_ORDERS)}")
-    blocks = round(1 / fraction) if fraction > 0 else 1
+    blocks = round(1 / fraction) if fraction > 0 else 0
+    if order == "block" and blocks < 2:
+        raise ValueError(f"fraction={fraction}: order='block' needs 0 < fraction <= 2/3")
     if order == "block" and not 0 <= block < blocks:
         raise ValueError(f"block={block}: fraction {fraction} makes blocks 0-{blocks - 1}")
     rng = np.random.default_rng(seed)

@@ -151,12 +151,16 @@ class UCRDataModule(SequenceDataModule):
         if val_split == "block":
             blocks = round(1 / val_fraction) if val_fraction > 0 else 0
             check_option(
+                "val_fraction",
+                val_fraction,
+                blocks >= 2,
+                "val_split=block needs 0 < val_fraction <= 2/3 (two or more blocks)",
+            )
+            check_option(
                 "val_block",
                 val_block,
                 _is_int(val_block) and 0 <= val_block < blocks,
-                f"with val_split=block and val_fraction={val_fraction}: an integer in [0, {blocks})"
-                if blocks
-                else "val_split=block needs val_fraction > 0",
+                f"with val_split=block and val_fraction={val_fraction}: an integer in [0, {blocks})",
             )
         check_option(
             "resize_length",
@@ -215,8 +219,9 @@ class UCRDataModule(SequenceDataModule):
         lengths = [x.shape[0] for x in train_x + test_x]
         if self.resize_length is not None:
             # Per sequence, so it uses nothing from other samples (and nothing from test).
-            train_x = [self._resize(x) for x in train_x]
-            test_x = [self._resize(x) for x in test_x]
+            size = self.resize_length
+            train_x = [resample(torch.from_numpy(x), size).numpy() for x in train_x]
+            test_x = [resample(torch.from_numpy(x), size).numpy() for x in test_x]
 
         fit_idx, val_idx = stratified_split(
             train_y,
@@ -250,10 +255,6 @@ class UCRDataModule(SequenceDataModule):
         if self.resize_length is not None:
             log.info("%s: every sequence resampled to %d steps", self.name, self.resize_length)
         return datasets
-
-    def _resize(self, x: np.ndarray) -> np.ndarray:
-        assert self.resize_length is not None
-        return resample(torch.from_numpy(x), self.resize_length).numpy()
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         if self.trainer is None or not self.trainer.training:
