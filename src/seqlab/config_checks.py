@@ -174,15 +174,13 @@ def encoder_problems(encoder: DictConfig) -> Iterator[str]:
 def conv_problems(encoder: DictConfig, path: str) -> Iterator[str]:
     channels = encoder.get("conv_channels") or []
     if not isinstance(channels, ListConfig | list) or not all(
-        isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels
+        is_int(c) and c >= 1 for c in channels
     ):
         yield f"{path}.conv_channels={channels}: must be a list of positive integers, or []"
         return
     kernel = encoder.get("conv_kernel_size", 5)
     kernels = list(kernel) if isinstance(kernel, ListConfig | list) else [kernel]
-    if not all(
-        isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2 for k in kernels
-    ):
+    if not all(is_int(k) and k >= 1 and k % 2 for k in kernels):
         yield f"{path}.conv_kernel_size={kernel}: kernel sizes must be odd positive integers"
     elif channels and len(kernels) not in (1, len(channels)):
         yield (
@@ -228,6 +226,11 @@ def check_number(
     elif hi_open is not None and value >= hi_open:
         bound = f"[{lo}, {hi_open})" if lo is not None else f"< {hi_open}"
         yield f"{path}.{key}={value}: must be in {bound}"
+
+
+def is_int(value: object) -> bool:
+    """An int that is not a bool (YAML's `true` would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_choice(node: DictConfig, path: str, key: str, allowed: tuple) -> Iterator[str]:

@@ -31,6 +31,12 @@ def check_option(key: str, value: object, ok: bool, allowed: str) -> None:
         raise ConfigError(f"data.{key}={value!r}: {allowed}")
 
 
+def block_count(fraction: float) -> int:
+    """How many runs ``order="block"`` cuts each class into: ``round(1 / fraction)`` (0 for a
+    fraction of 0)."""
+    return round(1 / fraction) if fraction > 0 else 0
+
+
 def stratified_split(
     labels: np.ndarray, fraction: float, seed: int, *, order: str = "random", block: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +54,7 @@ def stratified_split(
     """
     if order not in SPLIT_ORDERS:
         raise ValueError(f"order={order!r}: allowed: {', '.join(SPLIT_ORDERS)}")
-    blocks = round(1 / fraction) if fraction > 0 else 0
+    blocks = block_count(fraction)
     if order == "block" and blocks < 2:
         raise ValueError(f"fraction={fraction}: order='block' needs 0 < fraction <= 2/3")
     if order == "block" and not 0 <= block < blocks:

@@ -10,10 +10,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seqlab.config_checks import is_int
 from seqlab.data.base import (
     SPLIT_ORDERS,
     ChannelNormalizer,
     SequenceDataModule,
+    block_count,
     check_option,
     stratified_split,
 )
@@ -28,10 +30,6 @@ from seqlab.data.collate import (
 from seqlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def bundled_data_dir() -> Path:
@@ -149,7 +147,7 @@ class UCRDataModule(SequenceDataModule):
             "val_split", val_split, val_split in SPLIT_ORDERS, f"allowed: {', '.join(SPLIT_ORDERS)}"
         )
         if val_split == "block":
-            blocks = round(1 / val_fraction) if val_fraction > 0 else 0
+            blocks = block_count(val_fraction)
             check_option(
                 "val_fraction",
                 val_fraction,
@@ -159,13 +157,13 @@ class UCRDataModule(SequenceDataModule):
             check_option(
                 "val_block",
                 val_block,
-                _is_int(val_block) and 0 <= val_block < blocks,
+                is_int(val_block) and 0 <= val_block < blocks,
                 f"with val_split=block and val_fraction={val_fraction}: an integer in [0, {blocks})",
             )
         check_option(
             "resize_length",
             resize_length,
-            resize_length is None or (_is_int(resize_length) and resize_length >= 1),
+            resize_length is None or (is_int(resize_length) and resize_length >= 1),
             "must be a positive integer, or null to keep each sequence's own length",
         )
         check_option("noise_std", noise_std, noise_std >= 0, "must be >= 0 (0: no noise)")

@@ -125,10 +125,8 @@ class LSTMEncoder(nn.Module):
         if self.frontend is not None:
             mask = None if lengths_here is None else lengths_to_mask(lengths_here, x.size(1))
             conv = self.frontend(x, mask)
-        lstm_input = x
-        if conv is not None and self.conv_pooling is None:  # serial
-            lstm_input = conv
-        outputs, final_state = self.lstm(lstm_input, hx, lengths=lengths)
+        serial = conv is not None and self.conv_mode == "serial"
+        outputs, final_state = self.lstm(conv if serial else x, hx, lengths=lengths)
         features = None if self.pooling is None else self.pooling(outputs, lengths_here)
         if conv is not None and self.conv_pooling is not None:  # parallel
             outputs = torch.cat([outputs, conv], dim=-1)
