@@ -3,11 +3,14 @@ wandb that cannot start never stops training."""
 
 from __future__ import annotations
 
+import json
 import logging
+import struct
 from pathlib import Path
 
 import pytest
 import wandb
+from wandb.proto import wandb_internal_pb2 as pb
 
 from seqlab.train import train
 from seqlab.utils.loggers import finish_loggers, instantiate_loggers
@@ -23,10 +26,39 @@ def test_multirun_jobs_are_separate_offline_runs_with_resolved_configs(tmp_path)
     assert [run.parents[2].name for run in runs] == ["0", "1"]
     assert runs[0].name != runs[1].name  # two runs, two ids
     for job, run in enumerate(runs):
-        record = run.read_bytes()  # wandb's protobuf log: config values are stored as JSON text
-        assert b"max_epochs" in record and b"hidden_size" in record
-        assert b"${" not in record
-        assert f"train/{sweep.name}/{job}".encode() in record  # the run's name
+        records = read_records(run)
+        names = {record.run.display_name for record in records if record.HasField("run")}
+        assert names == {f"train/{sweep.name}/{job}"}
+        config = {}
+        for record in records:
+            config |= {item.key: json.loads(item.value_json) for item in record.config.update}
+        assert config["seed"] == job + 1
+        assert config["trainer"]["default_root_dir"] == str(run.parents[2])
+        assert "hidden_size" in config["model"]["encoder"]
+        unresolved = [key for key, value in config.items() if "${" in json.dumps(value)]
+        assert not unresolved, unresolved
+
+
+def read_records(path: Path) -> list[pb.Record]:
+    """Every record of an offline run file (LevelDB's log format, as wandb writes it): a
+    7-byte file header, then 32 KiB blocks of chunks, each chunk a 7-byte header (crc32,
+    length, kind) and data; a record is one FULL chunk or FIRST, MIDDLE..., LAST."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", path
+    block, header = 32 * 1024, 7
+    records, chunks, pos = [], [], header
+    while pos + header <= len(data):
+        if block - pos % block < header:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + header])
+        chunks.append(data[pos + header : pos + header + length])
+        pos += header + length
+        if kind in (1, 4):  # FULL or LAST
+            records.append(pb.Record.FromString(b"".join(chunks)))
+            chunks = []
+    assert not chunks, f"{path} ends inside a record"
+    return records
 
 
 def test_name_group_and_tags_come_from_the_experiment(make_cfg) -> None:
