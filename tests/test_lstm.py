@@ -209,6 +209,53 @@ def test_padded_steps_output_exact_zeros_and_take_no_gradient(impl):
         assert torch.all(x.grad[length:, b] == 0)
 
 
+@pytest.mark.parametrize("impl", ["fused", "loop"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"bidirectional": True, "num_layers": 2}, {"proj_size": 2}, {"layer_norm": True}],
+    ids=["plain", "bidirectional", "projection", "layer-norm"],
+)
+@pytest.mark.parametrize("fill", [float("nan"), float("inf")])
+def test_non_finite_padding_changes_no_output_and_no_gradient(impl, kwargs, fill):
+    """Packing never reads padded steps; the loop must not either, not even through the
+    weight gradients, where padded rows are multiplied by zero gate gradients."""
+    if impl == "fused" and kwargs.get("layer_norm"):
+        pytest.skip("layer_norm runs the loop only")
+    torch.manual_seed(0)
+    model = LSTM(3, 4, batch_first=True, impl=impl, **kwargs).double()
+    lengths = torch.tensor([5, 2, 4])
+    clean = torch.randn(3, 5, 3, dtype=torch.double)
+    for b, length in enumerate(lengths.tolist()):
+        clean[b, length:] = 0
+
+    def run(x: Tensor) -> tuple[Tensor, ...]:
+        model.zero_grad()
+        output, (h_n, c_n) = model(x, lengths=lengths)
+        (output.sum() + h_n.sum() + c_n.sum()).backward()
+        grads = [param.grad.clone() for param in model.parameters()]
+        return output.detach(), h_n.detach(), c_n.detach(), *grads
+
+    dirty = clean.clone()
+    for b, length in enumerate(lengths.tolist()):
+        dirty[b, length:] = fill
+    for got, want in zip(run(dirty), run(clean), strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["fused", "loop"])
+@pytest.mark.parametrize("kwargs", [{}, {"bidirectional": True, "num_layers": 2, "proj_size": 2}])
+def test_an_empty_batch_gives_torchs_empty_shapes(impl, kwargs):
+    torch.manual_seed(0)
+    model = LSTM(3, 4, impl=impl, **kwargs)
+    reference = nn.LSTM(3, 4, **kwargs)
+    x = torch.randn(5, 0, 3, requires_grad=True)
+    output, (h_n, c_n) = model(x)
+    want, (want_h, want_c) = reference(x)
+    assert (output.shape, h_n.shape, c_n.shape) == (want.shape, want_h.shape, want_c.shape)
+    (output.sum() + h_n.sum() + c_n.sum()).backward()
+    assert x.grad.shape == x.shape
+
+
 def test_lengths_accept_lists_and_tensors_on_any_device_and_dtype():
     torch.manual_seed(0)
     model = LSTM(2, 3, impl="loop")

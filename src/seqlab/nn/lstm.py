@@ -373,7 +373,12 @@ class LSTM(nn.LSTM):
         batch_sizes = reverse_index = None
         if sorted_lengths is not None and int(sorted_lengths[-1]) < steps:
             t = torch.arange(steps).unsqueeze(1)
-            batch_sizes = (sorted_lengths.unsqueeze(0) > t).sum(1).tolist()
+            real = sorted_lengths.unsqueeze(0) > t  # (T, B)
+            batch_sizes = real.sum(1).tolist()
+            # The input projection's weight gradient sums over padded rows too (times zero
+            # gate gradients): NaN or inf padding would turn it into NaN. Packing never reads
+            # padding, so neither may the loop.
+            x = x.masked_fill(~real.to(x.device).unsqueeze(-1), 0)
             if self.bidirectional:
                 reverse_index = _reverse_index(sorted_lengths, steps, x.device)
         if not self.layer_norm:
@@ -430,12 +435,15 @@ class LSTM(nn.LSTM):
             if not self.bidirectional:
                 layer_input = outputs
                 continue
-            flat_outputs = outputs.reshape(2 * steps * batch, -1)
+            # Sizes spelled out, not -1: an empty batch has nothing to infer them from.
+            width = outputs.size(-1)
+            flat_outputs = outputs.reshape(2 * steps * batch, width)
             if last_layer:
-                layer_input = flat_outputs.index_select(0, rows.output).view(steps, batch, -1)
+                layer_input = flat_outputs.index_select(0, rows.output)
+                layer_input = layer_input.view(steps, batch, 2 * width)
             else:
                 layer_input = flat_outputs.index_select(0, rows.next_input)
-                layer_input = layer_input.view(2, steps, batch, -1)
+                layer_input = layer_input.view(2, steps, batch, 2 * width)
         output = layer_input if self.bidirectional else layer_input[0]
         return output, (torch.cat(h_n), torch.cat(c_n))
 

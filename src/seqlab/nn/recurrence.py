@@ -195,7 +195,9 @@ class _LSTMLayer(torch.autograd.Function):
         groups = input_projection.groups()
         x_rows = x.reshape(dirs, steps * batch, features)
         gate_acts = [
-            input_projection(x_rows[group], group).view(-1, steps, batch, 4 * hidden)
+            input_projection(x_rows[group], group).view(
+                x_rows[group].size(0), steps, batch, 4 * hidden
+            )
             for group in groups
         ]
         for_backward = any(ctx.needs_input_grad)
