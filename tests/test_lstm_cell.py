@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -51,3 +53,18 @@ def test_cell_accepts_unbatched_input_like_torch():
 def test_cell_rejects_3d_input():
     with pytest.raises(ValueError, match="1D or 2D"):
         LSTMCell(3, 5)(torch.randn(2, 2, 3))
+
+
+@pytest.mark.parametrize(
+    ("x", "hx", "bad"),
+    [
+        (torch.randn(2, 3), (torch.randn(5), torch.randn(5)), "hx[0] of shape (2, 5)"),  # 1-D hx
+        (torch.randn(2, 3), (torch.randn(2, 5), torch.randn(4, 5)), "hx[1] of shape (2, 5)"),
+        (torch.randn(3), (torch.randn(1, 5), torch.randn(1, 5)), "hx[0] of shape (5,)"),
+    ],
+    ids=["unbatched-state", "batch-mismatch", "batched-state"],
+)
+def test_cell_rejects_states_that_do_not_fit_the_input(x, hx, bad):
+    """torch.nn.LSTMCell refuses these too; broadcasting one state over the batch is silent."""
+    with pytest.raises(ValueError, match=re.escape(bad)):
+        LSTMCell(3, 5)(x, hx)

@@ -28,12 +28,20 @@ class LSTMCell(nn.LSTMCell):
         if input.dim() not in (1, 2):
             raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
         batched = input.dim() == 2
+        input_shape = tuple(input.shape)
         if not batched:
             input = input.unsqueeze(0)
         if hx is None:
             zeros = input.new_zeros(input.size(0), self.hidden_size)
             h, c = zeros, zeros
         else:
+            expected = (input.size(0), self.hidden_size) if batched else (self.hidden_size,)
+            for idx, state in enumerate(hx):
+                if tuple(state.shape) != expected:
+                    raise ValueError(
+                        f"LSTMCell: Expected hx[{idx}] of shape {expected} for input of shape "
+                        f"{input_shape}, got {tuple(state.shape)}"
+                    )
             h, c = (hx[0], hx[1]) if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
 
         gates = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(
