@@ -41,6 +41,13 @@ def test_stratified_split_puts_every_class_of_two_or_more_on_both_sides(fraction
     assert {0, 1} <= set(labels[keep]) and {0, 1} <= set(labels[held])
 
 
+@pytest.mark.parametrize("order", ["random", "last"])
+def test_stratified_split_never_holds_out_a_class_s_only_sample(order: str) -> None:
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    keep, held = stratified_split(labels, 0.6, seed=0, order=order)
+    assert list(labels[keep]).count(2) == 1 and 2 not in labels[held]
+
+
 def test_ordered_split_holds_out_each_class_s_last_samples() -> None:
     labels = np.array([0, 1, 0, 1, 0, 2, 1, 0, 2, 0, 1, 2, 2, 2])
     keep, held = stratified_split(labels, 0.4, seed=0, order="last")
@@ -238,6 +245,8 @@ def test_ucr_augments_training_batches_only(tmp_path, training) -> None:
         ({"resize_length": 0}, "data.resize_length=0: must be a positive integer, or null"),
         ({"resize_length": 2.5}, "data.resize_length=2.5: must be a positive integer, or null"),
         ({"resize_length": True}, "data.resize_length=True: must be a positive integer, or null"),
+        ({"split_seed": -1}, "data.split_seed=-1: must be an integer >= 0"),
+        ({"batch_size": 8.0}, "data.batch_size=8.0: must be a positive integer"),
     ],
 )
 def test_ucr_rejects_an_augmentation_or_split_outside_its_range(tmp_path, option, message):

@@ -88,6 +88,9 @@ def test_batches_carry_the_scored_steps(datamodule) -> None:
         ({"window": 500}, "data.window=500: must be < the 217 training years"),
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "data.val_fraction \\+ test_fraction=1.0"),
         ({"window": 5, "rollout_horizon": 6}, "data.rollout_horizon=6"),
+        ({"window": 10.0}, "data.window=10.0: must be a positive integer"),
+        ({"val_fraction": 0.001}, "data.val_fraction=0.001: must leave a year or more of the"),
+        ({"test_fraction": 0.001}, "data.test_fraction=0.001: must leave a year or more of the"),
     ],
 )
 def test_bad_options_fail_naming_the_key(kwargs, message) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 
@@ -161,8 +164,22 @@ def test_sine_batches_pad_inputs_and_targets_alike() -> None:
         (SineDataModule, {"min_len": 40, "seq_len": 30}, "data.min_len=40"),
         (SineDataModule, {"freq_range": [0.2, 0.1]}, "data.freq_range=[0.2, 0.1]"),
         (SineDataModule, {"min_len": 10, "rollout_horizon": 10}, "data.rollout_horizon=10"),
+        # Hydra reads `1e4` as 10000.0; YAML's `true` is a bool: neither is a count.
+        (AddingDataModule, {"train_size": 1e4}, "data.train_size=10000.0: must be a positive"),
+        (AddingDataModule, {"val_size": True}, "data.val_size=True: must be a positive integer"),
+        (AddingDataModule, {"seq_len": 20.5}, "data.seq_len=20.5: must be an integer >= 2"),
+        (AddingDataModule, {"seed": -1}, "data.seed=-1: must be an integer >= 0"),
+        (CopyDataModule, {"delay": 1.5}, "data.delay=1.5: must be an integer >= 0"),
+        (SineDataModule, {"min_len": 10.0}, "data.min_len=10.0: must be an integer in [1, "),
+        (SineDataModule, {"rollout_horizon": 2.0}, "data.rollout_horizon=2.0: must be an integer"),
+        (SineDataModule, {"num_workers": 0.5}, "data.num_workers=0.5: must be an integer >= 0"),
     ],
 )
 def test_bad_options_fail_naming_the_key_and_value(cls, kwargs, key) -> None:
-    with pytest.raises(ValueError, match=key.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(key)):
         cls(**kwargs)
+
+
+def test_numpy_integers_are_counts_too() -> None:
+    datamodule = AddingDataModule(seq_len=np.int64(20), train_size=np.int32(10), val_size=5)
+    assert datamodule.seq_len == 20 and datamodule.sizes["train"] == 10

@@ -4,6 +4,7 @@ and the streams that stateful truncated BPTT relies on (contiguous, in order, pe
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,6 +33,7 @@ from seqlab.data.text import (
     read_text,
     shard_streams,
 )
+from seqlab.errors import ConfigError
 from seqlab.pipeline import build_datamodule
 from tests.conftest import CONFIG_DIR
 
@@ -127,6 +129,8 @@ def test_text_splits_are_contiguous_parts_of_the_file(tmp_path: Path) -> None:
         ({"batch_size": 0}, "data.batch_size=0"),
         ({"bptt": 0}, "data.bptt=0"),
         ({"epochs_per_pass": 0}, "data.epochs_per_pass=0"),
+        ({"bptt": 64.0}, "data.bptt=64.0: must be a positive integer"),
+        ({"epochs_per_pass": True}, "data.epochs_per_pass=True: must be a positive integer"),
         ({"num_workers": 2}, "data.num_workers=2"),
         ({"path": ""}, "data.path is not set"),
     ],
@@ -141,6 +145,14 @@ def test_too_short_a_split_for_the_streams_fails_with_advice(tmp_path: Path) -> 
     path.write_text("x" * 100)
     datamodule = TextDataModule(path, batch_size=8)  # val and test: 10 characters each
     with pytest.raises(ValueError, match=r"lower data\.batch_size"):
+        datamodule.setup()
+
+
+def test_more_epochs_per_pass_than_chunks_fail_at_setup(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.txt"
+    path.write_text("abcdefghij" * 100)  # train: 800 characters, 4 streams of 200
+    datamodule = TextDataModule(path, batch_size=4, bptt=50, epochs_per_pass=5)
+    with pytest.raises(ConfigError, match=re.escape("data.epochs_per_pass=5: must be <= 4, the")):
         datamodule.setup()
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import numbers
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from hydra.utils import get_object
@@ -228,9 +229,10 @@ def check_number(
         yield f"{path}.{key}={value}: must be in {bound}"
 
 
-def is_int(value: object) -> bool:
-    """An int that is not a bool (YAML's `true` would otherwise pass as 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+def is_int(value: object) -> TypeGuard[int]:
+    """An integer (Python's or numpy's) that is not a bool: YAML's `true` would otherwise pass
+    as 1. Hydra reads `1e4` as a float, which this refuses too."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_choice(node: DictConfig, path: str, key: str, allowed: tuple) -> Iterator[str]:

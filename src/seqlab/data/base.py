@@ -14,6 +14,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from seqlab.config_checks import is_int
 from seqlab.data.collate import Batch, pad_collate
 from seqlab.errors import ConfigError, DataError
 
@@ -31,6 +32,13 @@ def check_option(key: str, value: object, ok: bool, allowed: str) -> None:
         raise ConfigError(f"data.{key}={value!r}: {allowed}")
 
 
+def check_count(key: str, value: object, minimum: int = 1, why: str = "") -> None:
+    """`check_option` for an integer option of at least ``minimum`` (a float such as Hydra's
+    reading of `1e4`, or a bool, is refused rather than failing later without the key)."""
+    bound = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    check_option(key, value, is_int(value) and value >= minimum, f"must be {bound}{why}")
+
+
 def block_count(fraction: float) -> int:
     """How many runs ``order="block"`` cuts each class into: ``round(1 / fraction)`` (0 for a
     fraction of 0)."""
@@ -44,7 +52,8 @@ def stratified_split(
 
     Which of a class's samples are held out depends on ``order``:
 
-    - ``"random"``: a draw seeded by ``seed``, at least one where a class has two or more;
+    - ``"random"``: a draw seeded by ``seed``, at least one where a class has two or more, and
+      never a class's only sample (training would never see that class);
     - ``"last"``: its last ones in the given order, as many as ``"random"`` holds out;
     - ``"block"``: the class cut into ``round(1 / fraction)`` runs of consecutive samples
       (sizes differing by at most one); run ``block`` is held out. Running every block once is
@@ -69,7 +78,7 @@ def stratified_split(
             keep.append(np.concatenate([run for i, run in enumerate(runs) if i != block]))
             continue
         n_held = round(fraction * len(idx))
-        if fraction > 0 and len(idx) >= 2:
+        if fraction > 0:  # at least one held out, and at least one kept for training
             n_held = min(max(n_held, 1), len(idx) - 1)
         if order == "random":
             idx = rng.permutation(idx)
@@ -187,8 +196,8 @@ class SequenceDataModule(L.LightningDataModule, abc.ABC):
 
     def __init__(self, batch_size: int = 32, num_workers: int = 0) -> None:
         super().__init__()
-        check_option("batch_size", batch_size, batch_size >= 1, "must be a positive integer")
-        check_option("num_workers", num_workers, num_workers >= 0, "must be >= 0")
+        check_count("batch_size", batch_size)
+        check_count("num_workers", num_workers, minimum=0)
         # Collects the subclass's constructor arguments too; checkpoints keep them.
         self.save_hyperparameters(logger=False)
         self.batch_size = batch_size

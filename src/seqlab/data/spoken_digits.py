@@ -9,7 +9,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seqlab.data.base import ChannelNormalizer, SequenceDataModule, check_option, stratified_split
+from seqlab.data.base import (
+    ChannelNormalizer,
+    SequenceDataModule,
+    check_count,
+    check_option,
+    stratified_split,
+)
 from seqlab.data.collate import SequenceDataset
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,7 @@ class SpokenDigitsDataModule(SequenceDataModule):
         super().__init__(batch_size, num_workers)
         check_option("test_fraction", test_fraction, 0 < test_fraction < 1, "must be in (0, 1)")
         check_option("val_fraction", val_fraction, 0 < val_fraction < 1, "must be in (0, 1)")
+        check_count("split_seed", split_seed, minimum=0)
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction
         self.split_seed = split_seed

@@ -10,7 +10,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seqlab.data.base import MaskedSequenceDataset, SequenceDataModule, check_option, masked_collate
+from seqlab.config_checks import is_int
+from seqlab.data.base import (
+    MaskedSequenceDataset,
+    SequenceDataModule,
+    check_count,
+    check_option,
+    masked_collate,
+)
 from seqlab.data.collate import Batch
 
 log = logging.getLogger(__name__)
@@ -57,7 +64,7 @@ class SunspotsDataModule(SequenceDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers)
-        check_option("window", window, window >= 1, "must be a positive number of years")
+        check_count("window", window, why=" (years)")
         check_option("val_fraction", val_fraction, 0 < val_fraction < 1, "must be in (0, 1)")
         check_option("test_fraction", test_fraction, 0 < test_fraction < 1, "must be in (0, 1)")
         check_option(
@@ -69,8 +76,8 @@ class SunspotsDataModule(SequenceDataModule):
         check_option(
             "rollout_horizon",
             rollout_horizon,
-            0 <= rollout_horizon <= window,
-            f"must be in [0, data.window={window}]",
+            is_int(rollout_horizon) and 0 <= rollout_horizon <= window,
+            f"must be an integer in [0, data.window={window}]",
         )
         self.window = window
         self.val_fraction = val_fraction
@@ -90,6 +97,11 @@ class SunspotsDataModule(SequenceDataModule):
         n = len(values)
         n_test = round(self.test_fraction * n)
         n_val = round(self.val_fraction * n)
+        for key, fraction, count in (
+            ("test_fraction", self.test_fraction, n_test),
+            ("val_fraction", self.val_fraction, n_val),
+        ):
+            check_option(key, fraction, count >= 1, f"must leave a year or more of the {n} years")
         bounds = {"train": (0, n - n_val - n_test), "val": (n - n_val - n_test, n - n_test)}
         bounds["test"] = (n - n_test, n)
         n_train = bounds["train"][1]

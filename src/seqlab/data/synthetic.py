@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seqlab.data.base import SPLITS, SequenceDataModule, check_option
+from seqlab.config_checks import is_int
+from seqlab.data.base import SPLITS, SequenceDataModule, check_count, check_option
 from seqlab.data.collate import Batch, SequenceDataset, pad_collate
 
 Sample = tuple[Tensor, Tensor]
@@ -42,7 +43,8 @@ class SyntheticDataModule(SequenceDataModule):
         super().__init__(batch_size, num_workers)
         sizes = {"train_size": train_size, "val_size": val_size, "test_size": test_size}
         for key, size in sizes.items():
-            check_option(key, size, size >= 1, "must be a positive integer")
+            check_count(key, size)
+        check_count("seed", seed, minimum=0)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.seed = seed
 
@@ -108,7 +110,7 @@ class AddingDataModule(SyntheticDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(train_size, val_size, test_size, seed, batch_size, num_workers)
-        check_option("seq_len", seq_len, seq_len >= 2, "must be >= 2 (one marker in each half)")
+        check_count("seq_len", seq_len, minimum=2, why=" (one marker in each half)")
         self.seq_len = seq_len
 
     def model_kwargs(self) -> dict[str, int]:
@@ -152,9 +154,9 @@ class CopyDataModule(SyntheticDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(train_size, val_size, test_size, seed, batch_size, num_workers)
-        check_option("delay", delay, delay >= 0, "must be >= 0 (blank steps before recall)")
-        check_option("n_symbols", n_symbols, n_symbols >= 1, "must be a positive integer")
-        check_option("alphabet_size", alphabet_size, alphabet_size >= 2, "must be >= 2")
+        check_count("delay", delay, minimum=0, why=" (blank steps before recall)")
+        check_count("n_symbols", n_symbols)
+        check_count("alphabet_size", alphabet_size, minimum=2)
         total = train_size + val_size + test_size
         # Redrawing repeats gets slow long before every sequence is taken; ask for headroom.
         check_option(
@@ -220,9 +222,14 @@ class SineDataModule(SyntheticDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(train_size, val_size, test_size, seed, batch_size, num_workers)
-        check_option("seq_len", seq_len, seq_len >= 2, "must be >= 2")
-        check_option("min_len", min_len, 1 <= min_len <= seq_len, f"must be in [1, {seq_len}]")
-        check_option("n_waves", n_waves, n_waves >= 1, "must be a positive integer")
+        check_count("seq_len", seq_len, minimum=2)
+        check_option(
+            "min_len",
+            min_len,
+            is_int(min_len) and 1 <= min_len <= seq_len,
+            f"must be an integer in [1, data.seq_len={seq_len}]",
+        )
+        check_count("n_waves", n_waves)
         check_option(
             "freq_range",
             freq_range,
@@ -233,8 +240,9 @@ class SineDataModule(SyntheticDataModule):
         check_option(
             "rollout_horizon",
             rollout_horizon,
-            0 <= rollout_horizon < min_len,
-            f"must be in [0, data.min_len={min_len}): the rollout needs a step of context",
+            is_int(rollout_horizon) and 0 <= rollout_horizon < min_len,
+            f"must be an integer in [0, data.min_len={min_len}): the rollout needs a step of "
+            "context",
         )
         self.seq_len = seq_len
         self.min_len = min_len

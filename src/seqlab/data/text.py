@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from seqlab.data.base import SPLITS, check_option, train_position
+from seqlab.data.base import SPLITS, check_count, check_option, train_position
 from seqlab.errors import ConfigError, DataError
 
 #: The id-0 token every vocabulary has: characters never seen in the training text.
@@ -183,11 +183,9 @@ class CharLMDataModule(L.LightningDataModule, abc.ABC):
         self, batch_size: int = 64, bptt: int = 128, epochs_per_pass: int = 1, num_workers: int = 0
     ) -> None:
         super().__init__()
-        check_option("batch_size", batch_size, batch_size >= 1, "must be a positive integer")
-        check_option("bptt", bptt, bptt >= 1, "must be a positive integer")
-        check_option(
-            "epochs_per_pass", epochs_per_pass, epochs_per_pass >= 1, "must be a positive integer"
-        )
+        check_count("batch_size", batch_size)
+        check_count("bptt", bptt)
+        check_count("epochs_per_pass", epochs_per_pass)
         check_option(
             "num_workers",
             num_workers,
@@ -227,6 +225,15 @@ class CharLMDataModule(L.LightningDataModule, abc.ABC):
                 f"the {split} split has {self.ids[split].numel()} characters, too few for "
                 f"{streams} streams (data.batch_size={self.batch_size} x {world_size} ranks) of "
                 "2 or more characters; lower data.batch_size or use more text"
+            )
+        if split == "train":  # each epoch reads its own run of chunks: it needs one at least
+            chunks = math.ceil((self.ids[split].numel() // streams - 1) / self.bptt)
+            check_option(
+                "epochs_per_pass",
+                self.epochs_per_pass,
+                self.epochs_per_pass <= chunks,
+                f"must be <= {chunks}, the chunks of data.bptt={self.bptt} steps in each of the "
+                f"{streams} training streams",
             )
 
     def _rank_and_world_size(self) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from seqlab.data.base import (
     ChannelNormalizer,
     SequenceDataModule,
     block_count,
+    check_count,
     check_option,
     stratified_split,
 )
@@ -143,6 +144,7 @@ class UCRDataModule(SequenceDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers)
         check_option("val_fraction", val_fraction, 0 <= val_fraction < 1, "must be in [0, 1)")
+        check_count("split_seed", split_seed, minimum=0)
         check_option(
             "val_split", val_split, val_split in SPLIT_ORDERS, f"allowed: {', '.join(SPLIT_ORDERS)}"
         )
