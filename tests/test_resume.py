@@ -3,6 +3,7 @@ never stopped; checkpoints are written atomically."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -66,6 +67,14 @@ def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # Resumed in the killed run's folder, and ending exactly where the full run ended.
     assert metrics_of(killed_dir) == metrics_of(tmp_path / "full")
+    # Its CSV log goes on from the killed run's epochs instead of starting again.
+    assert val_history(killed_dir) == val_history(tmp_path / "full")
+    assert [epoch for epoch, _ in val_history(killed_dir)] == ["0", "1", "2"]
+
+
+def val_history(run_dir: Path) -> list[tuple[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as file:
+        return [(row["epoch"], row["val/loss"]) for row in csv.DictReader(file) if row["val/loss"]]
 
 
 def in_process(tmp_path: Path, name: str, *overrides: str) -> Path:

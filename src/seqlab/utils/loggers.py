@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -13,13 +15,42 @@ from urllib.parse import urlparse
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch import loggers as pl_loggers
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
 WANDB_TARGET = "lightning.pytorch.loggers.WandbLogger"
+
+
+class CSVLogger(pl_loggers.CSVLogger):
+    """Lightning's CSV logger, except that a ``metrics.csv`` already in its folder (a run
+    resumed in its run folder) is continued: Lightning's would delete it, and with it the
+    epochs before the resume."""
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        rows, keys = [], []
+        if path.is_file():
+            with path.open(newline="") as file:
+                reader = csv.DictReader(file)
+                rows, keys = list(reader), list(reader.fieldnames or [])
+        with warnings.catch_warnings():  # "... will be deleted": not for long
+            warnings.filterwarnings("ignore", "Experiment logs directory")
+            experiment = super().experiment  # deletes the file
+        if keys and isinstance(experiment, ExperimentWriter):  # rank 0 writes, as Lightning's
+            with path.open("w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=keys)
+                writer.writeheader()
+                writer.writerows(rows)
+            experiment.metrics_keys = keys  # new columns rewrite the file with the old rows
+        return experiment
 
 
 def wandb_has_credentials() -> bool:
