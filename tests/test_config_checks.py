@@ -83,6 +83,24 @@ def test_every_data_and_model_pair_passes_where_the_task_allows(make_cfg, data, 
         (["+model.head.width=3"], "model.head.width: unknown key"),
         (["+model.num_classes=3"], "model.num_classes=3: set by the data module"),
         (["+callbacks.x._target_=no.such.Thing"], "callbacks.x._target_='no.such.Thing'"),
+        # What steers training must be able to run past the first epoch.
+        (["model.encoder.pooling=null"], "model.encoder.pooling=null: the data's task reads one"),
+        (["trainer.max_epochs=-1"], "model.scheduler.T_max=-1: must be a positive number of"),
+        (
+            ["data.val_fraction=0", "callbacks=early_stopping"],
+            "callbacks.early_stopping: it stops on val/loss, but this run never validates "
+            "(data.val_fraction=0)",
+        ),
+        (
+            ["experiment=adding", "+trainer.limit_val_batches=0"],  # ReduceLROnPlateau
+            "ReduceLROnPlateau: it steps on val/loss, but this run never validates "
+            "(trainer.limit_val_batches=0)",
+        ),
+        (
+            ["optimized_metric=val/acc"],
+            "optimized_metric=val/acc: a sweep can get the best value of the checkpoint's metric, "
+            "callbacks.model_checkpoint.monitor=val/loss",
+        ),
     ],
 )
 def test_bad_values_are_named_with_what_is_allowed(make_cfg, overrides, message) -> None:

@@ -51,3 +51,9 @@ def test_padded_batch_predicts_as_each_sequence_alone_and_loss_is_their_mse(
     metrics = model.test_metrics.compute()
     torch.testing.assert_close(metrics["test/mse"], error.pow(2).mean())
     torch.testing.assert_close(metrics["test/mae"], error.abs().mean())
+
+
+@pytest.mark.parametrize("pooling", [None, "none"])
+def test_an_encoder_that_pools_nothing_is_refused(pooling) -> None:
+    with pytest.raises(ValueError, match="pooling=null: this task reads one vector per sequence"):
+        regressor(1, pooling)

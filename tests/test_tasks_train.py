@@ -65,7 +65,7 @@ def test_unknown_ucr_name_fails_naming_the_key(make_cfg) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["data=adding", "data.seq_len=1"], "data.seq_len=1: must be >= 2"),
+        (["data=adding", "data.seq_len=1"], "data.seq_len=1: must be an integer >= 2"),
         (["data=sine", "data.rollout_horizon=100"], "data.rollout_horizon=100"),
         (["data=sunspots", "data.window=0"], "data.window=0"),
     ],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -51,6 +53,30 @@ def test_eval_of_the_saved_checkpoint_reproduces_the_test_metrics(short_run, tmp
     assert again == pytest.approx(test_metrics, abs=1e-6)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == pytest.approx(again)
     assert (tmp_path / "eval" / "plots" / "confusion_matrix.png").is_file()
+
+
+def test_eval_on_other_data_options_says_which(short_run, tmp_path, caplog) -> None:
+    run_dir, _ = short_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with caplog.at_level(logging.WARNING):
+        evaluate(compose_config("eval", [f"ckpt_path={last}", "logger=csv"], tmp_path / "same"))
+        assert "differs from the data it was trained on" not in caplog.text
+        overrides = [f"ckpt_path={last}", "logger=csv", "data.resize_length=29"]
+        evaluate(compose_config("eval", overrides, tmp_path / "other"))
+    expected = "differs from the data it was trained on: data.resize_length=29 (trained with None)"
+    assert expected in caplog.text
+
+
+def test_train_false_tests_the_given_checkpoint_in_a_new_folder(short_run, tmp_path) -> None:
+    run_dir, metrics = short_run
+    (best,) = (run_dir / "checkpoints").glob("epoch_*.ckpt")
+    before = (run_dir / "metrics.json").read_bytes()
+    overrides = [*TINY, "model.encoder.hidden_size=32", "train=false", f"ckpt_path={best}"]
+    again = train(compose_config("train", overrides, tmp_path / "test-only"))
+    test_metrics = {k: v for k, v in metrics.items() if k.startswith("test/")}
+    assert again == pytest.approx(test_metrics, abs=1e-6)
+    assert json.loads((tmp_path / "test-only" / "metrics.json").read_text()) == pytest.approx(again)
+    assert (run_dir / "metrics.json").read_bytes() == before  # the trained run is untouched
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -105,3 +131,29 @@ def test_build_trainer_keeps_extra_callbacks_next_to_the_configured_ones(make_cf
     trainer, _ = build_trainer(make_cfg(), extra_callbacks=[extra])
     assert extra in trainer.callbacks
     assert any(isinstance(cb, ModelCheckpoint) for cb in trainer.callbacks)
+
+
+def test_plateau_schedule_steps_only_after_epochs_that_validate(make_cfg) -> None:
+    """ReduceLROnPlateau reads val/loss; with validation every 2nd epoch it must wait for it
+    (Lightning would stop after the first epoch: "val/loss ... is not available")."""
+    cfg = make_cfg(
+        "experiment=adding",
+        "data.seq_len=10",
+        "data.train_size=64",
+        "data.val_size=16",
+        "data.test_size=16",
+        "trainer.max_epochs=4",
+        "trainer.check_val_every_n_epoch=2",
+        "lr_schedule.patience=0",
+    )
+    metrics = train(cfg)
+    assert "test/mse" in metrics
+    with (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert sorted(int(row["epoch"]) for row in rows if row["val/loss"]) == [1, 3]
+
+
+def test_debug_limit_runs_on_the_default_data(make_cfg) -> None:
+    # JapaneseVowels has 2 validation batches: a fraction such as 0.2 would leave none.
+    metrics = train(make_cfg("debug=limit"))
+    assert "test/acc" in metrics

@@ -53,6 +53,47 @@ def config_problems(cfg: DictConfig) -> Iterator[str]:
         yield from model_problems(cfg)
     if "trainer" in cfg:
         yield from trainer_problems(cfg.trainer)
+    yield from schedule_problems(cfg)
+
+
+def schedule_problems(cfg: DictConfig) -> Iterator[str]:
+    """What steers training (LR schedule, early stopping, the sweep's metric) must be able to
+    run: found here, not after the first epoch."""
+    scheduler = OmegaConf.select(cfg, "model.scheduler")
+    target = str(scheduler.get("_target_", "")) if isinstance(scheduler, DictConfig) else ""
+    if target.endswith(".CosineAnnealingLR"):
+        t_max = scheduler.get("T_max")
+        if not (is_int(t_max) and t_max >= 1):
+            yield (
+                f"model.scheduler.T_max={t_max}: must be a positive number of epochs (it "
+                "follows trainer.max_epochs; with no epoch limit set model.scheduler.T_max, or "
+                "model.scheduler=null)"
+            )
+    no_validation = [
+        f"{key}={value}"
+        for key, value in (
+            ("data.val_fraction", OmegaConf.select(cfg, "data.val_fraction")),
+            ("trainer.limit_val_batches", OmegaConf.select(cfg, "trainer.limit_val_batches")),
+        )
+        if value is not None and value == 0
+    ]
+    if no_validation:
+        why = f"this run never validates ({no_validation[0]})"
+        if target.endswith(".ReduceLROnPlateau"):
+            yield f"model.scheduler._target_={target}: it steps on val/loss, but {why}"
+        for name, node in (cfg.get("callbacks") or {}).items():
+            if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith(
+                "EarlyStopping"
+            ):
+                yield f"callbacks.{name}: it stops on {node.get('monitor')}, but {why}"
+    metric = cfg.get("optimized_metric")
+    monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor")
+    if metric and monitor and metric != monitor and not str(metric).startswith("test/"):
+        yield (
+            f"optimized_metric={metric}: a sweep can get the best value of the checkpoint's "
+            f"metric, callbacks.model_checkpoint.monitor={monitor}, or a test/ metric; set one "
+            "to the other"
+        )
 
 
 def unknown_keys(
@@ -105,6 +146,8 @@ def model_problems(cfg: DictConfig) -> Iterator[str]:
             yield from encoder_problems(encoder)
             if task_cls is not None and task_cls.causal:
                 yield from lookahead_problems(encoder, "the data's task")
+            if task_cls is not None and not task_cls.per_step:
+                yield from pooling_problems(encoder, "the data's task")
     head = model.get("head")
     if isinstance(head, DictConfig):
         from seqlab.nn.heads import MLPHead
@@ -129,6 +172,16 @@ def lookahead_problems(encoder: Mapping[str, Any], task: str) -> Iterator[str]:
             f"model.encoder.conv_channels={list(encoder['conv_channels'])}: {task} predicts the "
             "next step and the convolutions look ahead; use model.encoder.conv_channels=[]"
         )
+
+
+def pooling_problems(encoder: Mapping[str, Any], task: str) -> list[str]:
+    """A task that reads one vector per sequence needs the encoder to pool one."""
+    if encoder.get("pooling", "last") in (None, "none"):
+        return [
+            f"model.encoder.pooling=null: {task} reads one vector per sequence; allowed: "
+            f"{', '.join(POOLING_KINDS)}"
+        ]
+    return []
 
 
 def data_task(cfg: DictConfig) -> Any:

@@ -29,14 +29,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validation metric, for hyperparameter sweeps, and ``time/fit_seconds``, the wall time of
     the fit (in ``timing.json`` too, with the fit's CPU time: metrics.json holds test metrics).
     """
-    ckpt_path = resolve_ckpt_path(cfg)
+    fitting = cfg.get("train", True)
+    # Without a fit, a checkpoint is only read (tested), so the run keeps its own folder.
+    ckpt_path = resolve_ckpt_path(cfg, in_place=fitting)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     trainer, loggers = build_trainer(cfg)
     try:
         fit_seconds = fit_cpu_seconds = 0.0
-        if cfg.get("train", True):
+        if fitting:
             start, start_cpu = time.perf_counter(), time.process_time()
             try:
                 trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -49,7 +51,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         checkpoint = trainer.checkpoint_callback
         if cfg.get("test", True):
             best = getattr(checkpoint, "best_model_path", "") or None
-            if best is None:
+            if not fitting:
+                best = ckpt_path
+                if best is None:
+                    log.warning("train=false and no ckpt_path: testing untrained weights")
+            elif best is None:
                 log.warning(
                     "no best checkpoint (no checkpoint callback, or its monitored metric was "
                     "never logged, e.g. with data.val_fraction=0): testing the final weights"
@@ -58,7 +64,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         score = getattr(checkpoint, "best_model_score", None)
         if score is not None:
             metrics[f"{checkpoint.monitor}_best"] = float(score)  # type: ignore[union-attr]
-        if cfg.get("train", True):
+        if fitting:
             metrics["time/fit_seconds"] = fit_seconds
             if trainer.is_global_zero:
                 timing = {"fit_seconds": fit_seconds, "fit_cpu_seconds": fit_cpu_seconds}
@@ -68,13 +74,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         finish_loggers(loggers)
 
 
-def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """The checkpoint to resume from, or None; ``last`` is the newest ``last.ckpt`` of this
-    task's runs. A run resumed from a checkpoint in a run folder continues in that folder
-    (``paths.output_dir`` is pointed there), so its best-checkpoint tracking carries on."""
+def resolve_ckpt_path(cfg: DictConfig, in_place: bool = True) -> str | None:
+    """The checkpoint to resume from (or, with ``train=false``, to test), or None; ``last`` is
+    the newest ``last.ckpt`` of this task's runs. With ``in_place``, a run resumed from a
+    checkpoint in a run folder continues in that folder (``paths.output_dir`` is pointed
+    there), so its best-checkpoint tracking carries on."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is None:
-        return requeued_checkpoint(Path(cfg.paths.output_dir))
+        return requeued_checkpoint(Path(cfg.paths.output_dir)) if in_place else None
     if ckpt_path == "last":
         task_dir = Path(cfg.paths.log_dir) / cfg.task_name
         candidates = sorted(task_dir.glob("*runs/**/checkpoints/last.ckpt"), key=_mtime)
@@ -88,7 +95,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         path = Path(ckpt_path)
         if not path.is_file():
             raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
-    if path.parent.name == "checkpoints" and cfg.get("resume_in_place", True):
+    if in_place and path.parent.name == "checkpoints" and cfg.get("resume_in_place", True):
         with open_dict(cfg):
             cfg.paths.output_dir = str(path.parent.parent)
         log.info("resuming %s in its run folder %s", path, cfg.paths.output_dir)

@@ -8,9 +8,10 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
-from seqlab.config_checks import lookahead_problems
+from seqlab.config_checks import lookahead_problems, pooling_problems
 from seqlab.errors import ConfigError
 from seqlab.nn.heads import MLPHead
 
@@ -33,6 +34,8 @@ class SequenceTask(L.LightningModule):
 
     #: True for tasks where step t may only see steps <= t (e.g. next-character prediction).
     causal: bool = False
+    #: True for many-to-many tasks: the head reads every step's output, nothing is pooled.
+    per_step: bool = False
 
     # Set by build_network and set_metrics.
     encoder: nn.Module
@@ -52,9 +55,11 @@ class SequenceTask(L.LightningModule):
         self.train_loss_mean = MeanMetric()
         self.val_loss_mean = MeanMetric()
         self.test_loss_mean = MeanMetric()
-        lookahead = list(lookahead_problems(encoder, "this task")) if self.causal else []
-        if lookahead:
-            raise ConfigError(*lookahead)
+        problems = list(lookahead_problems(encoder, "this task")) if self.causal else []
+        if not self.per_step:
+            problems += pooling_problems(encoder, "this task")
+        if problems:
+            raise ConfigError(*problems)
 
     def build_network(
         self,
@@ -62,11 +67,10 @@ class SequenceTask(L.LightningModule):
         output_size: int,
         encoder: dict[str, Any],
         head: dict[str, Any] | None,
-        per_step: bool = False,
     ) -> None:
-        """``self.encoder`` from its config and ``self.head`` on top of it; ``per_step`` for
-        many-to-many tasks (no pooling: the head reads every step's output)."""
-        if per_step:
+        """``self.encoder`` from its config and ``self.head`` on top of it (on every step's
+        output for ``per_step`` tasks, whose encoder then pools nothing)."""
+        if self.per_step:
             encoder = {**encoder, "pooling": None}
         self.encoder = build_encoder(encoder, input_size)
         encoder_size = cast(int, self.encoder.output_size)
@@ -110,10 +114,11 @@ class SequenceTask(L.LightningModule):
         if not self.hparams.get("scheduler"):
             return optimizer
         scheduler = instantiate(self.hparams["scheduler"], optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
-        }
+        config = {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"}
+        if isinstance(scheduler, ReduceLROnPlateau) and self._trainer is not None:
+            # It reads val/loss, which exists only after the epochs that validate.
+            config["frequency"] = self.trainer.check_val_every_n_epoch or 1
+        return {"optimizer": optimizer, "lr_scheduler": config}
 
     def reduce_loss(self, stage: str, loss: Tensor, weight: int) -> Tensor:
         """Log ``loss``, the mean over this batch's ``weight`` items (samples, steps or tokens),

@@ -28,6 +28,7 @@ class SequenceForecaster(SequenceTask):
     """
 
     causal = True
+    per_step = True
 
     def __init__(
         self,
@@ -44,7 +45,7 @@ class SequenceForecaster(SequenceTask):
         self.save_hyperparameters()
         self.rollout_horizon = rollout_horizon
         # The forecast has the input's channels, so it can be fed back in the rollout.
-        self.build_network(input_size, input_size, encoder, head, per_step=True)
+        self.build_network(input_size, input_size, encoder, head)
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
         self.set_metrics(metrics)
         self.val_persistence = metrics.clone(prefix="val/persistence_")

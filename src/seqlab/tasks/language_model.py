@@ -66,6 +66,7 @@ class LanguageModel(SequenceTask):
     """
 
     causal = True
+    per_step = True
 
     def __init__(
         self,
@@ -81,7 +82,7 @@ class LanguageModel(SequenceTask):
         self.save_hyperparameters()
         self.vocabulary = Vocabulary(vocabulary)
         self.embedding = nn.Embedding(len(self.vocabulary), embedding_size)
-        self.build_network(embedding_size, len(self.vocabulary), encoder, head, per_step=True)
+        self.build_network(embedding_size, len(self.vocabulary), encoder, head)
         if tie_weights:
             decoder = self.head.net[-1]
             if decoder.in_features != embedding_size:

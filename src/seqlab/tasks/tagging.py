@@ -24,6 +24,8 @@ class SequenceTagger(SequenceTask):
     over its scored steps, and epoch values weight batches by how many steps they scored.
     """
 
+    per_step = True
+
     def __init__(
         self,
         input_size: int,
@@ -35,7 +37,7 @@ class SequenceTagger(SequenceTask):
     ) -> None:
         super().__init__(encoder, optimizer, scheduler)
         self.save_hyperparameters()
-        self.build_network(input_size, num_classes, encoder, head, per_step=True)
+        self.build_network(input_size, num_classes, encoder, head)
         self.set_metrics(classification_metrics(num_classes))
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:

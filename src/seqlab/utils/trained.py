@@ -9,6 +9,7 @@ that says which, naming the file.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 from pathlib import Path
@@ -21,6 +22,8 @@ from omegaconf import DictConfig
 from seqlab.errors import DataError
 from seqlab.pipeline import build_datamodule, task_class
 from seqlab.tasks import SequenceTask
+
+log = logging.getLogger(__name__)
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
@@ -83,9 +86,10 @@ def load_task(ckpt_path: str | Path, task: type[SequenceTask]) -> SequenceTask:
 def load_trained(cfg: DictConfig) -> tuple[L.LightningDataModule, SequenceTask]:
     """The data module of ``cfg.data`` (set up) and the checkpoint ``cfg.ckpt_path`` as the task
     module that data asks for, on the CPU and in eval mode; sizes must agree with the data."""
-    read_checkpoint(cfg.ckpt_path)  # fails readably before the data is read
+    checkpoint = read_checkpoint(cfg.ckpt_path)  # fails readably before the data is read
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
+    warn_of_other_data(cfg.ckpt_path, checkpoint, datamodule)
     model = load_task(cfg.ckpt_path, task_class(datamodule))
     for key, value in datamodule.model_kwargs().items():  # type: ignore[attr-defined]
         trained = model.hparams.get(key)
@@ -96,3 +100,29 @@ def load_trained(cfg: DictConfig) -> tuple[L.LightningDataModule, SequenceTask]:
                 "trained on"
             )
     return datamodule, model
+
+
+# Data options that change how the data is read, never which samples or values it holds.
+LOADING_OPTIONS = ("batch_size", "num_workers", "data_dir")
+
+
+def warn_of_other_data(
+    ckpt_path: str, checkpoint: dict[str, Any], datamodule: L.LightningDataModule
+) -> None:
+    """Warn, naming each option, where the data module's options differ from those the
+    checkpoint was trained with: a test on other data gives other numbers than the training
+    run's test, with nothing else to say so."""
+    trained = checkpoint.get("datamodule_hyper_parameters") or {}
+    current = dict(datamodule.hparams)
+    changed = [
+        f"data.{key}={current[key]!r} (trained with {trained[key]!r})"
+        for key in trained
+        if key in current and key not in LOADING_OPTIONS and current[key] != trained[key]
+    ]
+    if changed:
+        log.warning(
+            "ckpt_path=%s: this data differs from the data it was trained on: %s; its numbers "
+            "can differ from the training run's (pass those options to evaluate on the same data)",
+            ckpt_path,
+            ", ".join(changed),
+        )
