@@ -11,6 +11,8 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
+from seqlab import export as export_module
+from seqlab.errors import UserError
 from seqlab.export import ExportableModel, MaskedLSTM, export, run_onnx
 from seqlab.nn import LSTMEncoder
 from seqlab.pipeline import build_datamodule, task_class
@@ -106,6 +108,17 @@ def test_exported_model_equals_the_checkpoint(make_cfg, data: list[str]) -> None
                     actual = run_onnx(path, inputs)
             assert actual.shape == expected.shape
             torch.testing.assert_close(actual, expected, atol=TOLERANCE, rtol=0)
+
+
+def test_an_export_that_differs_from_the_checkpoint_fails_and_keeps_nothing(
+    make_cfg, monkeypatch
+) -> None:
+    cfg, ckpt = trained_checkpoint(make_cfg)
+    monkeypatch.setattr(export_module, "max_abs_diff", lambda actual, expected: 0.5)
+    with pytest.raises(UserError, match=r"differs from the checkpoint's by up to 0\.5 on a test"):
+        export(make_cfg(f"ckpt_path={ckpt}", name="export", tiny=False))
+    run_dir = Path(cfg.paths.output_dir)
+    assert not list(run_dir.glob("model*.pt2")) and not (run_dir / "export.json").exists()
 
 
 def test_language_model_exports_from_ids(make_cfg, tmp_path: Path) -> None:

@@ -227,18 +227,31 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         expected = task(*inputs)[0] if model.language_model else task(*inputs)
 
     out_dir = Path(cfg.paths.output_dir)
-    if cfg.format == "torch_export":
-        path = out_dir / "model.pt2"
-        program = export_program(model, inputs)
-        torch.export.save(program, path)
-        actual = torch.export.load(path).module()(*inputs)
-    else:
-        path = export_onnx(model, inputs, out_dir / "model.onnx")
-        try:
-            actual = run_onnx(path, inputs)
-        except ImportError:
-            log.warning("onnxruntime is not installed: the ONNX model was not checked")
-            actual = None
+    path = out_dir / ("model.pt2" if cfg.format == "torch_export" else "model.onnx")
+    # Written beside the target and renamed over it once checked: never a half-written or
+    # wrong model under the final name.
+    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+    try:
+        if cfg.format == "torch_export":
+            torch.export.save(export_program(model, inputs), partial)
+            actual = torch.export.load(partial).module()(*inputs)
+        else:
+            export_onnx(model, inputs, partial)
+            try:
+                actual = run_onnx(partial, inputs)
+            except ImportError:
+                log.warning("onnxruntime is not installed: the ONNX model was not checked")
+                actual = None
+        diff = None if actual is None else max_abs_diff(actual, expected)
+        if diff is not None and not diff <= cfg.tolerance:
+            raise UserError(
+                f"ckpt_path={cfg.ckpt_path}: the exported model's output differs from the "
+                f"checkpoint's by up to {diff:.3g} on a test batch (tolerance={cfg.tolerance}); "
+                "nothing was kept"
+            )
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     summary: dict[str, Any] = {
         "format": cfg.format,
         "path": str(path),
@@ -246,7 +259,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         if model.language_model
         else ["x (B, T, D)", "lengths (B,) int64"],
         "checked_batch": list(inputs[0].shape),
-        "max_abs_diff": None if actual is None else max_abs_diff(actual, expected),
+        "max_abs_diff": diff,
     }
     atomic_write(out_dir / "export.json", json.dumps(summary, indent=2) + "\n")
     log.info(
