@@ -69,6 +69,18 @@ def test_mask_limits_loss_and_metrics_to_scored_steps_persistence_included() -> 
     torch.testing.assert_close(persistence["val/persistence_mae"], naive.abs().mean())
 
 
+def test_a_batch_with_no_scored_step_adds_nothing() -> None:
+    batch = pad_collate(sequences([5, 3]), pad_targets=True)
+    empty = {**batch, "mask": torch.zeros(2, 5, dtype=torch.bool)}
+    model, alone = forecaster(), forecaster()
+    with torch.no_grad():
+        assert model.shared_step(empty, "val") == 0
+        model.shared_step(batch, "val")
+        alone.shared_step(batch, "val")
+    torch.testing.assert_close(model.val_loss_mean.compute(), alone.val_loss_mean.compute())
+    torch.testing.assert_close(model.val_metrics.compute(), alone.val_metrics.compute())
+
+
 def test_epoch_loss_weights_batches_by_real_steps(tmp_path) -> None:
     model = forecaster()
     samples = sequences([9, 9, 2, 2], seed=1)  # two batches: 18 steps, then 4

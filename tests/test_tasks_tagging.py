@@ -49,6 +49,19 @@ def test_padded_batch_scores_only_real_unignored_steps(bidirectional: bool) -> N
     torch.testing.assert_close(model.val_metrics.compute()["val/acc"], accuracy)
 
 
+def test_a_batch_with_no_scored_step_adds_nothing_to_the_loss() -> None:
+    model = tagger()
+    data = samples()
+    ignored = [(x, torch.full_like(y, IGNORE_INDEX)) for x, y in data]
+    with torch.no_grad():
+        assert model.shared_step(pad_collate(ignored, pad_targets=True), "val") == 0
+        model.shared_step(pad_collate(data, pad_targets=True), "val")
+    alone = tagger()
+    with torch.no_grad():
+        alone.shared_step(pad_collate(data, pad_targets=True), "val")
+    torch.testing.assert_close(model.val_loss_mean.compute(), alone.val_loss_mean.compute())
+
+
 def test_output_is_one_distribution_per_step() -> None:
     batch = pad_collate(samples(), pad_targets=True)
     logits = tagger()(batch["x"], batch["lengths"])

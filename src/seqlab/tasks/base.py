@@ -84,6 +84,8 @@ class SequenceTask(L.LightningModule):
 
     def log_metrics(self, stage: str, preds: Tensor, target: Tensor) -> None:
         """Update ``stage``'s metric collection and log it per epoch (in the bar for val/test)."""
+        if not target.numel():  # nothing scored in this batch (torchmetrics refuses empty input)
+            return
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(preds.detach(), target)
         self.log_epoch(stage, f"{stage}_metrics", metrics, prog_bar=stage != "train")

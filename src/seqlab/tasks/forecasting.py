@@ -62,7 +62,10 @@ class SequenceForecaster(SequenceTask):
         x, lengths, target = batch["x"], batch["lengths"], batch["y"]
         scored = self.scored_steps(batch)
         preds = self(x, lengths)
-        loss = F.mse_loss(preds[scored].float(), target[scored].float())
+        scored_preds = preds[scored].float()
+        # Mean over scored values; a batch with none scores 0 (see SequenceTagger).
+        loss = F.mse_loss(scored_preds, target[scored].float(), reduction="sum")
+        loss = loss / max(scored_preds.numel(), 1)
         loss = self.reduce_loss(stage, loss, weight=int(scored.sum()))
         self._update(stage, "metrics", preds[scored].detach(), target[scored])
         if stage != "train":

@@ -48,7 +48,10 @@ class SequenceTagger(SequenceTask):
         target = batch["y"]
         scored = lengths_to_mask(batch["lengths"], target.size(1)) & (target != IGNORE_INDEX)
         logits, target = logits[scored].float(), target[scored]
-        loss = F.cross_entropy(logits, target)
-        loss = self.reduce_loss(stage, loss, weight=int(scored.sum()))
+        count = int(scored.sum())
+        # Mean over scored steps; a batch with none scores 0 (a mean of nothing would be NaN,
+        # which would stop training and poison the epoch's average).
+        loss = F.cross_entropy(logits, target, reduction="sum") / max(count, 1)
+        loss = self.reduce_loss(stage, loss, weight=count)
         self.log_metrics(stage, logits, target)
         return loss
