@@ -10,7 +10,7 @@ import torch
 from seqlab.data.base import check_inputs
 from seqlab.data.collate import SequenceDataset
 from seqlab.data.ucr import UCRDataModule
-from seqlab.errors import DataError
+from seqlab.errors import ConfigError, DataError
 from tests.test_train import run_cli
 
 HEADER = """@problemName {name}
@@ -82,3 +82,12 @@ def test_cli_names_the_bad_file_and_exits_2(tmp_path) -> None:
     assert result.returncode == 2, output[-3000:]
     assert "error: " in output and "Bad_TRAIN.ts: sample 0 has NaN or inf values" in output
     assert "Traceback" not in output
+
+
+def test_listing_sets_skips_a_file_with_a_bare_class_label_line(tmp_path) -> None:
+    write_ts(tmp_path, "Good", "TRAIN", GOOD)
+    write_ts(tmp_path, "Good", "TEST", GOOD)
+    for split in ("TRAIN", "TEST"):
+        (tmp_path / f"Odd_{split}.ts").write_text("@classLabel\n@data\n1,2:a\n")
+    with pytest.raises(ConfigError, match=r"data.name='Nope'.*Available: .*Good"):
+        UCRDataModule("Nope", data_dir=tmp_path).setup()

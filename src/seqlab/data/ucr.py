@@ -68,7 +68,7 @@ def _is_classification(path: Path) -> bool:
     with path.open(encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.lower().startswith("@classlabel"):
-                return line.split()[1].lower() == "true"
+                return line.lower().split()[1:2] == ["true"]  # a bare "@classLabel": no
             if line.lower().startswith("@data"):
                 break
     return False
