@@ -91,3 +91,10 @@ def test_listing_sets_skips_a_file_with_a_bare_class_label_line(tmp_path) -> Non
         (tmp_path / f"Odd_{split}.ts").write_text("@classLabel\n@data\n1,2:a\n")
     with pytest.raises(ConfigError, match=r"data.name='Nope'.*Available: .*Good"):
         UCRDataModule("Nope", data_dir=tmp_path).setup()
+
+
+def test_unknown_name_without_a_data_dir_says_where_to_put_files() -> None:
+    with pytest.raises(ConfigError) as error:
+        UCRDataModule("Nope", data_dir=None).setup()
+    assert "None" not in str(error.value).replace("'Nope'", "")
+    assert "Nope_TEST.ts in a folder, set as data.data_dir" in str(error.value)

@@ -82,10 +82,16 @@ def find_dataset(name: str, data_dir: str | Path | None = None) -> tuple[Path, P
         found = _split_files(folder, name)
         if found is not None:
             return found
+    where = f"in {data_dir} or " if data_dir is not None else ""
+    own = (
+        f"{data_dir}/ or {data_dir}/{name}/"
+        if data_dir is not None
+        else "a folder, set as data.data_dir"
+    )
     raise ConfigError(
-        f"data.name={name!r}: no such UCR/UEA data set in {data_dir} or in aeon's bundled sets. "
+        f"data.name={name!r}: no such UCR/UEA data set {where}in aeon's bundled sets. "
         f"Available: {', '.join(available_datasets(data_dir))}. For your own data put "
-        f"{name}_TRAIN.ts and {name}_TEST.ts in {data_dir}/ or {data_dir}/{name}/."
+        f"{name}_TRAIN.ts and {name}_TEST.ts in {own}."
     )
 
 
