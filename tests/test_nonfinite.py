@@ -58,3 +58,16 @@ def test_too_many_skips_stop(make_cfg) -> None:
         NonFiniteLossError, match=r"more than callbacks\.nonfinite_loss\.max_skips=1"
     ):
         train(cfg)
+
+
+def test_the_skip_count_carries_over_a_resume(make_cfg) -> None:
+    """Like the uninterrupted run above: stopped after epoch 0, resumed from its checkpoint."""
+    skip = ["callbacks.nonfinite_loss.policy=skip", NAN_AT, "+callbacks.nan.steps=[1,9]"]
+    first = make_cfg("trainer.max_epochs=1", *skip)
+    train(first)
+    run_dir = Path(first.paths.output_dir)
+    resumed = make_cfg("trainer.max_epochs=2", *skip, f"ckpt_path={run_dir}/checkpoints/last.ckpt")
+    train(resumed)
+    with open(run_dir / "csv" / "metrics.csv") as file:
+        counts = [row["train/nonfinite_steps"] for row in csv.DictReader(file)]
+    assert [float(c) for c in counts if c] == [1.0, 2.0]  # per epoch, cumulative

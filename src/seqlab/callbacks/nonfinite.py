@@ -39,8 +39,16 @@ class NonFiniteLossGuard(Callback):
         self.max_skips = max_skips
         self.skipped = 0
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.skipped = 0
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # before a resumed run's checkpoint restores the count
+            self.skipped = 0
+
+    def state_dict(self) -> dict[str, int]:
+        # Saved with the checkpoint, so a resumed run's max_skips budget goes on where it was.
+        return {"skipped": self.skipped}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.skipped = int(state_dict.get("skipped", 0))
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer
