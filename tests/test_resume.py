@@ -72,6 +72,35 @@ def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tmp_pat
     assert [epoch for epoch, _ in val_history(killed_dir)] == ["0", "1", "2"]
 
 
+def test_sigkill_mid_epoch_then_resume_logs_each_step_once(tmp_path) -> None:
+    """The rows a killed run logged past its last checkpoint are logged again on resume: the
+    CSV keeps the resumed run's, once each, as an uninterrupted run would have them."""
+    logs = tmp_path / "logs"
+    common = [f"paths.log_dir={logs}", "trainer.log_every_n_steps=1"]
+    full = cli(tmp_path, *common, f"hydra.run.dir={tmp_path / 'full'}")
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed_dir = logs / "train" / "runs" / "killed"
+    killed = cli(
+        tmp_path,
+        *common,
+        f"hydra.run.dir={killed_dir}",
+        "+callbacks.kill._target_=tests.fault_injection.SignalAtBatch",
+        "+callbacks.kill.epoch=1",
+        "+callbacks.kill.batch=1",
+        f"+callbacks.kill.signum={int(signal.SIGKILL)}",
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = cli(tmp_path, *common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'again'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert step_losses(killed_dir) == step_losses(tmp_path / "full")
+
+
+def step_losses(run_dir: Path) -> list[tuple[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as file:
+        rows = csv.DictReader(file)
+        return [(row["step"], row["train/loss_step"]) for row in rows if row["train/loss_step"]]
+
+
 def val_history(run_dir: Path) -> list[tuple[str, str]]:
     with (run_dir / "csv" / "metrics.csv").open(newline="") as file:
         return [(row["epoch"], row["val/loss"]) for row in csv.DictReader(file) if row["val/loss"]]

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
@@ -16,7 +17,7 @@ from seqlab.callbacks.graceful_stop import GracefulStop, TrainingStopped
 from seqlab.config_checks import check_config
 from seqlab.errors import exit_on_user_error
 from seqlab.pipeline import build_datamodule, build_model, build_trainer, test_and_report
-from seqlab.utils.loggers import finish_loggers
+from seqlab.utils.loggers import CSVLogger, finish_loggers
 from seqlab.utils.reporting import atomic_write, print_config_tree
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     trainer, loggers = build_trainer(cfg)
+    if fitting and ckpt_path is not None:
+        step = checkpoint_step(ckpt_path)
+        for logger in loggers:
+            if isinstance(logger, CSVLogger):
+                logger.drop_rows_from(step)
     try:
         fit_seconds = fit_cpu_seconds = 0.0
         if fitting:
@@ -100,6 +106,11 @@ def resolve_ckpt_path(cfg: DictConfig, in_place: bool = True) -> str | None:
             cfg.paths.output_dir = str(path.parent.parent)
         log.info("resuming %s in its run folder %s", path, cfg.paths.output_dir)
     return str(path)
+
+
+def checkpoint_step(path: str) -> int:
+    """The global step a checkpoint was saved at (memory-mapped: the weights are not read)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
 
 
 def requeued_checkpoint(run_dir: Path) -> str | None:

@@ -52,6 +52,27 @@ class CSVLogger(pl_loggers.CSVLogger):
             experiment.metrics_keys = keys  # new columns rewrite the file with the old rows
         return experiment
 
+    def drop_rows_from(self, step: int) -> None:
+        """Forget rows logged at global step ``step`` or later: a run resumed from a checkpoint
+        saved at that step logs them again (a kill leaves the rows it wrote past its last
+        checkpoint; rows carry the step of the batch they follow, so an epoch's last ones carry
+        the checkpoint's step minus one)."""
+        experiment = self.experiment
+        path = (
+            Path(experiment.metrics_file_path) if isinstance(experiment, ExperimentWriter) else None
+        )
+        if path is None or not path.is_file():
+            return
+        with path.open(newline="") as file:
+            reader = csv.DictReader(file)
+            rows, keys = list(reader), list(reader.fieldnames or [])
+        kept = [row for row in rows if not row.get("step") or int(float(row["step"])) < step]
+        if len(kept) < len(rows):
+            with path.open("w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=keys)
+                writer.writeheader()
+                writer.writerows(kept)
+
 
 def wandb_has_credentials() -> bool:
     """True when an API key is set up (WANDB_API_KEY, or a netrc entry from `wandb login`)."""
