@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seqlab.errors import ConfigError
 from seqlab.generate import generate, load_language_model
 from seqlab.tasks.language_model import LanguageModel
 from seqlab.train import train
@@ -97,6 +99,22 @@ def test_bad_sampling_options_fail_naming_them(checkpoint: Path, kwargs, message
     model = load_language_model(checkpoint)
     with pytest.raises(ValueError, match=message):
         model.generate(**{"prompt": "R", "max_new_chars": 5, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("length=-1", "length=-1: must be an integer >= 0"),
+        ("temperature=-1", "temperature=-1: must be a number >= 0"),
+        ("top_k=0", "top_k=0: must be a positive integer, or null"),
+        ("prompt=''", "prompt='': give at least one character"),
+    ],
+)
+def test_bad_sampling_config_is_refused_naming_the_key(tmp_path: Path, override, message) -> None:
+    # Checked before the checkpoint is read: this one does not even exist.
+    cfg = generate_cfg(tmp_path, f"ckpt_path={tmp_path / 'none.ckpt'}", override)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        generate(cfg)
 
 
 def test_generate_from_config_saves_the_sample(checkpoint: Path, tmp_path: Path) -> None:

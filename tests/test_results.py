@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 def fake_run(
     root: Path,
     experiment: str,
-    seed: int,
+    seed: int | None,
     metrics: dict[str, float],
     fit_seconds: float | None = 60.0,
     fit_cpu_seconds: float | None = None,
@@ -85,6 +85,13 @@ def test_folders_that_are_not_experiment_runs_are_left_out(tmp_path) -> None:
     (tmp_path / "stray" / "metrics.json").write_text("{}")  # no config: not a run
     assert [run.experiment for run in find_runs(tmp_path)] == ["debug"]
     assert all(r[3] == NOT_RUN for r in table_rows(find_runs(tmp_path)))
+
+
+def test_runs_with_a_random_seed_are_left_out(tmp_path, caplog) -> None:
+    fake_run(tmp_path, "adding", 1, {"test/mse": 0.002})
+    unseeded = fake_run(tmp_path, "adding", None, {"test/mse": 0.5}, finished=2_000_000.0)
+    assert [run.seed for run in find_runs(tmp_path)] == [1]
+    assert f"{unseeded}: left out of the results table, it ran with seed=null" in caplog.text
 
 
 def test_script_prints_a_markdown_table(tmp_path) -> None:

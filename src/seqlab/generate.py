@@ -7,7 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from seqlab.errors import DataError, exit_on_user_error
+from seqlab.config_checks import is_int
+from seqlab.errors import ConfigError, DataError, exit_on_user_error
 from seqlab.tasks.language_model import LanguageModel
 from seqlab.utils.reporting import atomic_write
 from seqlab.utils.trained import is_language_model_checkpoint, load_task
@@ -27,6 +28,7 @@ def load_language_model(ckpt_path: str | Path) -> LanguageModel:
 
 def generate(cfg: DictConfig) -> str:
     """The prompt and ``cfg.length`` sampled characters; also saved as ``sample.txt``."""
+    check_sampling(cfg)
     model = load_language_model(cfg.ckpt_path)
     text = model.generate(
         cfg.prompt,
@@ -39,6 +41,23 @@ def generate(cfg: DictConfig) -> str:
     atomic_write(path, text)
     log.info("sample saved to %s", path)
     return text
+
+
+def check_sampling(cfg: DictConfig) -> None:
+    """The sampling options, checked before the checkpoint is read."""
+    problems = []
+    if not isinstance(cfg.prompt, str) or not cfg.prompt:
+        problems.append(f"prompt={cfg.prompt!r}: give at least one character to start from")
+    if not (is_int(cfg.length) and cfg.length >= 0):
+        problems.append(f"length={cfg.length!r}: must be an integer >= 0")
+    temperature = cfg.temperature
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature < 0:
+        problems.append(f"temperature={temperature!r}: must be a number >= 0 (0: greedy)")
+    top_k = cfg.get("top_k")
+    if top_k is not None and not (is_int(top_k) and top_k >= 1):
+        problems.append(f"top_k={top_k!r}: must be a positive integer, or null (all)")
+    if problems:
+        raise ConfigError(*problems)
 
 
 @exit_on_user_error

@@ -9,6 +9,7 @@ experiment are averaged, and a rerun with the same seed replaces the older run.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 NOT_RUN = "not run"
 
@@ -93,12 +96,15 @@ def read_run(path: Path) -> Run | None:
     config = _read_config(path)
     if not metrics_file.is_file() or config is None:
         return None
+    if config.get("seed") is None:  # seed=null: a random seed, not one the table can name
+        log.warning("%s: left out of the results table, it ran with seed=null", path)
+        return None
     timing_file = path / "timing.json"
     timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
     return Run(
         path=path,
         experiment=str(config.get("task_name", "")),
-        seed=int(config.get("seed", -1)),
+        seed=int(config.seed),
         metrics={k: float(v) for k, v in json.loads(metrics_file.read_text()).items()},
         fit_seconds=timing.get("fit_seconds"),
         fit_cpu_seconds=timing.get("fit_cpu_seconds"),
