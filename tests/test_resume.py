@@ -106,6 +106,27 @@ def val_history(run_dir: Path) -> list[tuple[str, str]]:
         return [(row["epoch"], row["val/loss"]) for row in csv.DictReader(file) if row["val/loss"]]
 
 
+def test_ddp_resume_gives_each_process_back_its_own_random_state(tmp_path) -> None:
+    """Two processes draw different dropout masks: each must get its own generators back (rank
+    0 alone writes the checkpoint), or the resumed run drifts from the uninterrupted one."""
+    common = [f"paths.log_dir={tmp_path / 'logs'}", "trainer=ddp_cpu", "trainer.max_epochs=2"]
+    full = cli(tmp_path, *common, f"hydra.run.dir={tmp_path / 'full'}")
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed_dir = tmp_path / "logs" / "train" / "runs" / "killed"
+    cli(
+        tmp_path,
+        *common,
+        f"hydra.run.dir={killed_dir}",
+        "+callbacks.kill._target_=tests.fault_injection.KillAfterEpoch",
+        "+callbacks.kill.epoch=0",
+    )
+    assert (killed_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (killed_dir / "metrics.json").exists()
+    resumed = cli(tmp_path, *common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'again'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert metrics_of(killed_dir) == metrics_of(tmp_path / "full")
+
+
 def in_process(tmp_path: Path, name: str, *overrides: str) -> Path:
     run_dir = tmp_path / "logs" / "train" / "runs" / name
     cfg = compose_config("train", [*RUN, f"paths.log_dir={tmp_path / 'logs'}", *overrides], run_dir)

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 RNG_KEY = "rng_states"
+PER_RANK_KEY = "rng_states_per_rank"
 
 
 def rng_states() -> dict[str, Any]:
@@ -47,7 +48,12 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 class ExactResume(Callback):
     """Saves the generators' states in every checkpoint; restores them when
-    ``trainer.fit(..., ckpt_path=...)`` resumes."""
+    ``trainer.fit(..., ckpt_path=...)`` resumes.
+
+    Under DDP every process has its own states (its own dropout masks and noise), and only
+    rank 0 writes the checkpoint: the states of all ranks are gathered into it
+    (``rng_states_per_rank``), and each rank restores its own.
+    """
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
@@ -55,13 +61,23 @@ class ExactResume(Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        checkpoint[RNG_KEY] = rng_states()
+        states = rng_states()
+        checkpoint[RNG_KEY] = states
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            # Every rank builds the checkpoint (rank 0 alone writes it): a collective is safe.
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, states)
+            checkpoint[PER_RANK_KEY] = gathered
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         # Restored later, in on_train_start: setting up the run still draws random numbers.
-        self._pending = checkpoint.get(RNG_KEY)
+        per_rank = checkpoint.get(PER_RANK_KEY)
+        if per_rank is not None and len(per_rank) == trainer.world_size:
+            self._pending = per_rank[trainer.global_rank]
+        else:  # one process, or another number of them than the checkpoint's run had
+            self._pending = checkpoint.get(RNG_KEY)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending is not None:
