@@ -27,14 +27,19 @@ class KillAfterEpoch(Callback):
 
 
 class SignalAtBatch(Callback):
-    """Sends ``signum`` to this process after batch ``batch`` of epoch ``epoch``."""
+    """Sends ``signum`` to this process after batch ``batch`` of epoch ``epoch`` (under DDP:
+    to every process, or to rank ``rank``'s only)."""
 
-    def __init__(self, epoch: int, batch: int, signum: int = signal.SIGTERM) -> None:
-        self.epoch, self.batch, self.signum = epoch, batch, signum
+    def __init__(
+        self, epoch: int, batch: int, signum: int = signal.SIGTERM, rank: int | None = None
+    ) -> None:
+        self.epoch, self.batch, self.signum, self.rank = epoch, batch, signum, rank
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         batch_idx = args[-1]
-        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch) and (
+            self.rank is None or trainer.global_rank == self.rank
+        ):
             os.kill(os.getpid(), self.signum)
 
 

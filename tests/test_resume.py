@@ -29,7 +29,7 @@ def metrics_of(run_dir: Path) -> dict[str, float]:
 
 
 def cli(
-    tmp_path: Path, *overrides: str, env: dict[str, str] | None = None
+    tmp_path: Path, *overrides: str, env: dict[str, str] | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "SLURM_"))}
     env = base | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"} | (env or {})
@@ -39,7 +39,7 @@ def cli(
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
 
@@ -125,6 +125,24 @@ def test_ddp_resume_gives_each_process_back_its_own_random_state(tmp_path) -> No
     resumed = cli(tmp_path, *common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'again'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert metrics_of(killed_dir) == metrics_of(tmp_path / "full")
+
+
+def test_ctrl_c_on_one_ddp_process_stops_them_all_with_a_checkpoint(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    stopped = cli(
+        tmp_path,
+        "trainer=ddp_cpu",
+        f"hydra.run.dir={run_dir}",
+        "+callbacks.stop._target_=tests.fault_injection.SignalAtBatch",
+        "+callbacks.stop.epoch=0",
+        "+callbacks.stop.batch=1",
+        f"+callbacks.stop.signum={int(signal.SIGINT)}",
+        "+callbacks.stop.rank=1",
+        timeout=120,
+    )
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-3000:]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 2  # after batches 0 and 1
 
 
 def in_process(tmp_path: Path, name: str, *overrides: str) -> Path:

@@ -60,12 +60,17 @@ class GracefulStop(Callback):
             self._previous_handler = None
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if self.requested is not None:
-            raise TrainingStopped(self.requested)
+        self._stop_if_requested(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.requested is not None:  # arrived during validation
-            raise TrainingStopped(self.requested)
+        self._stop_if_requested(trainer)  # a Ctrl-C during validation
+
+    def _stop_if_requested(self, trainer: L.Trainer) -> None:
+        # Under DDP a Ctrl-C can reach some processes only (one node's terminal): all stop
+        # at the same batch, or the ones that stop would wait for the others in the
+        # checkpoint's barrier forever. One process decides alone, at no cost.
+        if trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False):
+            raise TrainingStopped(self.requested or signal.SIGINT)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handler()
