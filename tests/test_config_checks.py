@@ -97,6 +97,11 @@ def test_every_data_and_model_pair_passes_where_the_task_allows(make_cfg, data, 
             "(trainer.limit_val_batches=0)",
         ),
         (
+            ["trainer=ddp_cpu", "trainer.strategy=ddp_spawn", "logger=csv"],
+            "logger.csv: the CSV logger cannot carry its file across the fit's and the test's "
+            "processes with trainer.strategy=ddp_spawn; use logger=tensorboard",
+        ),
+        (
             ["optimized_metric=val/acc"],
             "optimized_metric=val/acc: a sweep can get the best value of the checkpoint's metric, "
             "callbacks.model_checkpoint.monitor=val/loss",

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from seqlab.callbacks.graceful_stop import TrainingStopped
+from seqlab.errors import ConfigError
 from seqlab.train import train
 from seqlab.utils.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import ROOT, TINY, compose_config
@@ -181,6 +182,17 @@ def test_signal_mid_epoch_saves_a_checkpoint_and_resume_matches(tmp_path, signum
     resumed = in_process(tmp_path / "b", "resumed", *data, "ckpt_path=last")
     assert resumed != checkpoint.parent.parent  # resumed in the stopped run's folder instead
     assert metrics_of(checkpoint.parent.parent) == metrics_of(full)
+
+
+def test_a_run_folder_holding_another_runs_checkpoint_is_refused(make_cfg) -> None:
+    """Two trainings in one SLURM job land in one `runs/slurm-<job id>/` folder; the second
+    must not pass the first's checkpoint off as its own."""
+    train(make_cfg("seed=1"))
+    with pytest.raises(
+        ConfigError, match=r"holds last\.ckpt of another run \(seed: 1 there, 2 here\)"
+    ):
+        train(make_cfg("seed=2"))
+    train(make_cfg("seed=1", "logger=none"))  # the same run again (a re-queued job): fine
 
 
 def test_checkpoint_write_that_fails_half_way_leaves_the_previous_one(tmp_path, monkeypatch):

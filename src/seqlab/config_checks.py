@@ -54,6 +54,19 @@ def config_problems(cfg: DictConfig) -> Iterator[str]:
     if "trainer" in cfg:
         yield from trainer_problems(cfg.trainer)
     yield from schedule_problems(cfg)
+    yield from logger_problems(cfg)
+
+
+def logger_problems(cfg: DictConfig) -> Iterator[str]:
+    strategy = str(OmegaConf.select(cfg, "trainer.strategy") or "")
+    for name, node in (cfg.get("logger") or {}).items():
+        target = str(node.get("_target_", "")) if isinstance(node, DictConfig) else ""
+        if "spawn" in strategy and target.endswith("CSVLogger"):
+            yield (
+                f"logger.{name}: the CSV logger cannot carry its file across the fit's and the "
+                f"test's processes with trainer.strategy={strategy}; use logger=tensorboard or "
+                "logger=wandb"
+            )
 
 
 def schedule_problems(cfg: DictConfig) -> Iterator[str]:
@@ -201,6 +214,7 @@ def encoder_problems(encoder: DictConfig) -> Iterator[str]:
     yield from check_number(encoder, path, "hidden_size", int, lo=1)
     yield from check_number(encoder, path, "num_layers", int, lo=1)
     yield from check_number(encoder, path, "proj_size", int, lo=0)
+    yield from check_number(encoder, path, "noise_std", float, lo=0)
     for key in ("dropout", "input_dropout", "recurrent_dropout"):
         yield from check_number(encoder, path, key, float, lo=0, hi_open=1)
     yield from check_choice(encoder, path, "impl", IMPLS)

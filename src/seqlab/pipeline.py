@@ -18,7 +18,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from seqlab.callbacks.graceful_stop import GracefulStop
-from seqlab.callbacks.resume import ExactResume
+from seqlab.callbacks.resume import ExactResume, run_identity
 from seqlab.config_checks import check_precision
 from seqlab.errors import ConfigError
 from seqlab.tasks import TASKS, SequenceTask
@@ -87,7 +87,7 @@ def build_trainer(
     if with_callbacks:
         callbacks += instantiate_callbacks(cfg.get("callbacks"), bool(loggers))
         # Not optional: what makes a stopped run resumable, and a resumed one exact.
-        callbacks += [ExactResume(), GracefulStop()]
+        callbacks += [ExactResume(run_identity(cfg)), GracefulStop()]
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )

@@ -14,8 +14,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
 from seqlab.callbacks.graceful_stop import GracefulStop, TrainingStopped
+from seqlab.callbacks.resume import RUN_KEY, identity_changes, run_identity
 from seqlab.config_checks import check_config
-from seqlab.errors import exit_on_user_error
+from seqlab.errors import ConfigError, exit_on_user_error
 from seqlab.pipeline import build_datamodule, build_model, build_trainer, test_and_report
 from seqlab.utils.loggers import CSVLogger, finish_loggers
 from seqlab.utils.reporting import atomic_write, print_config_tree
@@ -87,7 +88,7 @@ def resolve_ckpt_path(cfg: DictConfig, in_place: bool = True) -> str | None:
     there), so its best-checkpoint tracking carries on."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is None:
-        return requeued_checkpoint(Path(cfg.paths.output_dir)) if in_place else None
+        return requeued_checkpoint(cfg, Path(cfg.paths.output_dir)) if in_place else None
     if ckpt_path == "last":
         task_dir = Path(cfg.paths.log_dir) / cfg.task_name
         candidates = sorted(task_dir.glob("*runs/**/checkpoints/last.ckpt"), key=_mtime)
@@ -113,15 +114,25 @@ def checkpoint_step(path: str) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
 
 
-def requeued_checkpoint(run_dir: Path) -> str | None:
+def requeued_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     """A fresh run's folder is empty; one that already holds a checkpoint is a job started
     again in the same folder (SLURM re-queues a pre-empted job under its job id, see
     ``configs/hydra/default.yaml``): it goes on from its newest checkpoint, ``last.ckpt`` or
-    the ``hpc_ckpt_*.ckpt`` that Lightning saves on SLURM's requeue signal."""
+    the ``hpc_ckpt_*.ckpt`` that Lightning saves on SLURM's requeue signal. A checkpoint of
+    another run (other seed, data or model: several trainings in one SLURM job share its
+    folder) is refused rather than continued."""
     found = [*run_dir.glob("checkpoints/last.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
     if not found:
         return None
     newest = max(found, key=_mtime)
+    saved = torch.load(newest, map_location="cpu", weights_only=True, mmap=True).get(RUN_KEY)
+    changes = identity_changes(saved, run_identity(cfg)) if saved is not None else []
+    if changes:
+        raise ConfigError(
+            f"{run_dir} already holds {newest.name} of another run ({'; '.join(changes[:3])}"
+            f"{'; ...' if len(changes) > 3 else ''}): several trainings in one SLURM job share "
+            "its folder. Give each its own (hydra.run.dir=...), or use a job array or -m"
+        )
     log.warning("%s already holds %s: resuming from it (a re-queued job)", run_dir, newest.name)
     return str(newest)
 

@@ -9,6 +9,7 @@ resumed mid-epoch goes on with the very next batch (``seqlab.data.base.Resumable
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any, cast
 
@@ -16,9 +17,45 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
 
 RNG_KEY = "rng_states"
 PER_RANK_KEY = "rng_states_per_rank"
+RUN_KEY = "seqlab_run"
+# The config keys that say what a run trains: a checkpoint found in a run folder continues
+# that folder's run only if they agree (loggers and callbacks may differ; the trainer too,
+# except where the model's config reads it, as the default schedule's T_max does).
+RUN_KEYS = ("seed", "data", "model")
+
+
+def run_identity(cfg: DictConfig) -> str:
+    """``RUN_KEYS`` of ``cfg``, resolved, as JSON text (a checkpoint holds plain values)."""
+    plain = {}
+    for key in RUN_KEYS:
+        value = cfg.get(key)
+        plain[key] = (
+            OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+        )
+    return json.dumps(plain, sort_keys=True, default=str)
+
+
+def identity_changes(saved: str, current: str) -> list[str]:
+    """``key: <saved> there, <current> here`` for each leaf two ``run_identity``s differ in."""
+
+    def leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                out |= leaves(item, f"{prefix}{key}.")
+            return out
+        return {prefix[:-1]: value}
+
+    old, new = leaves(json.loads(saved)), leaves(json.loads(current))
+    return [
+        f"{key}: {old.get(key)!r} there, {new.get(key)!r} here"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
 
 
 def rng_states() -> dict[str, Any]:
@@ -55,12 +92,16 @@ class ExactResume(Callback):
     (``rng_states_per_rank``), and each rank restores its own.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, run: str | None = None) -> None:
+        #: What the run trains (``run_identity``), saved with every checkpoint.
+        self.run = run
         self._pending: dict[str, Any] | None = None
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
+        if self.run is not None:
+            checkpoint[RUN_KEY] = self.run
         states = rng_states()
         checkpoint[RNG_KEY] = states
         if trainer.world_size > 1 and torch.distributed.is_initialized():
