@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,10 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
-from seqlab.callbacks.plots import learning_curves_figure
+from seqlab.callbacks.plots import interleave, learning_curves_figure
+from seqlab.pipeline import build_datamodule
 from seqlab.train import train
-from tests.conftest import TINY
+from tests.conftest import ROOT, TINY
 
 # The tiny overrides, with the plots on whatever TINY says about them.
 TINY_WITH_PLOTS = [o for o in TINY if not o.startswith("callbacks.plots")]
@@ -104,6 +107,35 @@ def test_forecasting_run_writes_forecast_vs_truth(make_cfg, overrides: list[str]
     assert_png(plots_dir(cfg) / "learning_curves.png")
     assert_png(plots_dir(cfg) / "forecast_vs_truth.png")
     assert not (plots_dir(cfg) / "confusion_matrix.png").exists()
+    if "data=sunspots" in overrides:  # one point per test year, and the numbers behind them
+        rows = (plots_dir(cfg) / "forecast_vs_truth.csv").read_text().splitlines()
+        assert rows[0] == "test_sample,target,forecast,persistence"
+        assert len(rows) - 1 == len(build_datamodule(cfg).datasets["test"])
+
+
+def test_interleave_puts_strided_shares_back_in_order() -> None:
+    shares = [np.array([0.0, 3, 6]), np.array([1.0, 4]), np.array([2.0, 5])]  # 7 over 3 ranks
+    assert interleave(shares).tolist() == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_ddp_forecast_plot_shows_every_test_year_in_order(tmp_path: Path) -> None:
+    """Each process forecasts its share of the test years; the plot's numbers are the whole
+    split in order, as one process gives them."""
+    tables = {}
+    for trainer in ("default", "ddp_cpu"):
+        run_dir = tmp_path / trainer
+        overrides = [*TINY_WITH_PLOTS, "data=sunspots", f"trainer={trainer}"]
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "train.py"), *overrides,
+             f"hydra.run.dir={run_dir}"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        table = (run_dir / "plots" / "forecast_vs_truth.csv").read_text().splitlines()
+        # The truth and persistence columns: the data's, whatever the model learned.
+        tables[trainer] = [(row.split(",")[:2], row.split(",")[3]) for row in table]
+    assert len(tables["default"]) == 47  # a header and 46 test years
+    assert tables["ddp_cpu"] == tables["default"]
 
 
 def test_language_model_run_writes_a_table_of_samples(make_cfg, tmp_path: Path) -> None:

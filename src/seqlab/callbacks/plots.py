@@ -37,6 +37,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from seqlab.nn.masking import lengths_to_mask
 from seqlab.tasks import LanguageModel, SequenceClassifier, SequenceForecaster
+from seqlab.utils.reporting import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,14 @@ def forecast_split_figure(
     ax.legend(fontsize="small")
     figure.tight_layout()
     return figure
+
+
+def interleave(shares: list[np.ndarray]) -> np.ndarray:
+    """Strided shares back in order: share r holds items r, r + W, r + 2W, ... of W shares."""
+    out = np.empty(sum(len(share) for share in shares))
+    for rank, share in enumerate(shares):
+        out[rank :: len(shares)] = share
+    return out
 
 
 def samples_figure(rows: list[tuple[str, str]], width: int = 100) -> Figure:
@@ -287,14 +296,17 @@ class PlotCallback(Callback):
         if self._confusion is not None:
             logits = pl_module(batch["x"], batch["lengths"])
             self._confusion.update(logits.argmax(-1), batch["y"])
-        elif isinstance(pl_module, SequenceForecaster) and trainer.is_global_zero:
-            self._collect_forecasts(pl_module, batch)
+        elif isinstance(pl_module, SequenceForecaster):  # every rank: its share of the split
+            self._collect_forecasts(pl_module, batch, whole=trainer.is_global_zero)
         elif isinstance(pl_module, LanguageModel) and trainer.is_global_zero:
             missing = self.num_samples - len(self._prompts)
             for ids in batch["x"][: max(missing, 0)]:
                 self._prompts.append(pl_module.vocabulary.decode(ids[: self.prompt_length]))
 
-    def _collect_forecasts(self, model: SequenceForecaster, batch: dict[str, Tensor]) -> None:
+    def _collect_forecasts(
+        self, model: SequenceForecaster, batch: dict[str, Tensor], whole: bool
+    ) -> None:
+        """The batch's scored steps; with ``whole``, whole series too, up to ``num_series``."""
         x, lengths, target = batch["x"], batch["lengths"], batch["y"]
         forecast = model(x, lengths)
         scored = model.scored_steps(batch)
@@ -308,7 +320,7 @@ class PlotCallback(Callback):
                     x[scored][:, 0].float().cpu().numpy(),
                 )
             )
-        take = min(self.num_series - len(self._series), x.size(0))
+        take = min(self.num_series - len(self._series), x.size(0)) if whole else 0
         if take <= 0:
             return
         rollout = None
@@ -327,6 +339,8 @@ class PlotCallback(Callback):
             self._series.append(series)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if isinstance(pl_module, SequenceForecaster):
+            self._gather_scored(trainer)
         if self._confusion is None:
             return
         matrix = self._confusion.compute().cpu().numpy()  # every rank: it syncs under DDP
@@ -336,6 +350,23 @@ class PlotCallback(Callback):
             if len(names) != len(matrix):
                 names = [str(i) for i in range(len(matrix))]
             self._publish(trainer, confusion_matrix_figure(matrix, names), "confusion_matrix")
+
+    def _gather_scored(self, trainer: L.Trainer) -> None:
+        """Under DDP each process forecast its own share of the test split, rank r the samples
+        r, r + W, r + 2W, ... (seqlab's evaluation sampler): rank 0 gets every share and puts
+        the scored steps back in the split's order."""
+        if trainer.world_size <= 1 or not torch.distributed.is_initialized():
+            return
+        local = [np.concatenate(a) for a in zip(*self._scored, strict=True)] or [np.empty(0)] * 3
+        shares: list[Any] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(shares, (self._one_step_per_series, local))
+        self._one_step_per_series = all(one for one, _ in shares)
+        self._scored = []
+        if trainer.is_global_zero and self._one_step_per_series:
+            target, forecast, persistence = (
+                interleave([share[k] for _, share in shares]) for k in range(3)
+            )
+            self._scored = [(target, forecast, persistence)]
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -347,6 +378,12 @@ class PlotCallback(Callback):
             self._publish(
                 trainer, forecast_split_figure(target, forecast, persistence), "forecast_vs_truth"
             )
+            # The numbers behind the picture (in the data's normalised units).
+            rows = ["test_sample,target,forecast,persistence"] + [
+                f"{i},{t:.6g},{f:.6g},{p:.6g}"
+                for i, (t, f, p) in enumerate(zip(target, forecast, persistence, strict=True))
+            ]
+            atomic_write(self._dir(trainer) / "forecast_vs_truth.csv", "\n".join(rows) + "\n")
         elif self._series:
             self._publish(trainer, forecast_series_figure(self._series), "forecast_vs_truth")
         if isinstance(pl_module, LanguageModel) and self._prompts:
