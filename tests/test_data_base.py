@@ -25,6 +25,11 @@ def test_normalizer_statistics_count_every_real_step_once() -> None:
     assert torch.isfinite(normalizer(long)).all() and normalizer(long)[:, 1].eq(0).all()
 
 
+def test_normalizer_fitted_on_one_step_centres_it() -> None:
+    normalizer = ChannelNormalizer.fit([torch.tensor([[2.0, -1.0]])])
+    assert normalizer(torch.tensor([[3.0, -1.0]])).tolist() == [[1.0, 0.0]]
+
+
 @pytest.mark.parametrize("fraction", [0.1, 0.2, 0.5])
 def test_stratified_split_holds_out_the_fraction_of_every_class(fraction: float) -> None:
     labels = np.repeat(np.arange(4), [10, 20, 30, 40])

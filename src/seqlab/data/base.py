@@ -125,8 +125,10 @@ class ChannelNormalizer:
     def fit(cls, sequences: Sequence[Tensor]) -> ChannelNormalizer:
         """From a list of ``(T_i, C)`` sequences (no padding, so every step is real)."""
         steps = torch.cat(list(sequences))
-        # A constant channel would divide by zero; leave it centred instead.
-        return cls(steps.mean(0), steps.std(0).clamp_min(1e-6))
+        # A constant channel would divide by zero, and one step has no spread (std NaN):
+        # leave those centred instead.
+        std = steps.std(0) if len(steps) > 1 else torch.ones_like(steps[0])
+        return cls(steps.mean(0), std.clamp_min(1e-6))
 
     def __call__(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
