@@ -45,55 +45,54 @@ def cli(
     )
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, workers):
-    logs = tmp_path / "logs"
-    common = [f"data.num_workers={workers}", f"paths.log_dir={logs}"]
+def full_and_killed_then_resumed(
+    tmp_path: Path, common: list[str], kill: list[str], killed_at_epoch: int | None = None
+) -> tuple[Path, Path]:
+    """An uninterrupted run in ``full/``, and the same run killed (SIGKILL) by the ``kill``
+    callback overrides, then resumed with ``ckpt_path=last``, in the killed run's folder.
+    Returns both folders."""
+    common = [*common, f"paths.log_dir={tmp_path / 'logs'}"]
     full = cli(tmp_path, *common, f"hydra.run.dir={tmp_path / 'full'}")
     assert full.returncode == 0, full.stderr[-3000:]
-
-    killed_dir = logs / "train" / "runs" / "killed"
-    killed = cli(
-        tmp_path,
-        *common,
-        f"hydra.run.dir={killed_dir}",
-        "+callbacks.kill._target_=tests.fault_injection.KillAfterEpoch",
-        "+callbacks.kill.epoch=1",
-    )
+    killed_dir = tmp_path / "logs" / "train" / "runs" / "killed"
+    killed = cli(tmp_path, *common, f"hydra.run.dir={killed_dir}", *kill)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (killed_dir / "metrics.json").exists()
-    assert torch.load(killed_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
-
+    if killed_at_epoch is not None:
+        saved = torch.load(killed_dir / "checkpoints" / "last.ckpt", weights_only=True)
+        assert saved["epoch"] == killed_at_epoch
     resumed = cli(tmp_path, *common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'again'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return tmp_path / "full", killed_dir
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, workers):
+    kill = [
+        "+callbacks.kill._target_=tests.fault_injection.KillAfterEpoch",
+        "+callbacks.kill.epoch=1",
+    ]
+    full, killed = full_and_killed_then_resumed(
+        tmp_path, [f"data.num_workers={workers}"], kill, killed_at_epoch=1
+    )
     # Resumed in the killed run's folder, and ending exactly where the full run ended.
-    assert metrics_of(killed_dir) == metrics_of(tmp_path / "full")
+    assert metrics_of(killed) == metrics_of(full)
     # Its CSV log goes on from the killed run's epochs instead of starting again.
-    assert val_history(killed_dir) == val_history(tmp_path / "full")
-    assert [epoch for epoch, _ in val_history(killed_dir)] == ["0", "1", "2"]
+    assert val_history(killed) == val_history(full)
+    assert [epoch for epoch, _ in val_history(killed)] == ["0", "1", "2"]
 
 
 def test_sigkill_mid_epoch_then_resume_logs_each_step_once(tmp_path) -> None:
     """The rows a killed run logged past its last checkpoint are logged again on resume: the
     CSV keeps the resumed run's, once each, as an uninterrupted run would have them."""
-    logs = tmp_path / "logs"
-    common = [f"paths.log_dir={logs}", "trainer.log_every_n_steps=1"]
-    full = cli(tmp_path, *common, f"hydra.run.dir={tmp_path / 'full'}")
-    assert full.returncode == 0, full.stderr[-3000:]
-    killed_dir = logs / "train" / "runs" / "killed"
-    killed = cli(
-        tmp_path,
-        *common,
-        f"hydra.run.dir={killed_dir}",
+    kill = [
         "+callbacks.kill._target_=tests.fault_injection.SignalAtBatch",
         "+callbacks.kill.epoch=1",
         "+callbacks.kill.batch=1",
         f"+callbacks.kill.signum={int(signal.SIGKILL)}",
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    resumed = cli(tmp_path, *common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'again'}")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert step_losses(killed_dir) == step_losses(tmp_path / "full")
+    ]
+    full, killed = full_and_killed_then_resumed(tmp_path, ["trainer.log_every_n_steps=1"], kill)
+    assert step_losses(killed) == step_losses(full)
 
 
 def step_losses(run_dir: Path) -> list[tuple[str, str]]:
@@ -110,22 +109,13 @@ def val_history(run_dir: Path) -> list[tuple[str, str]]:
 def test_ddp_resume_gives_each_process_back_its_own_random_state(tmp_path) -> None:
     """Two processes draw different dropout masks: each must get its own generators back (rank
     0 alone writes the checkpoint), or the resumed run drifts from the uninterrupted one."""
-    common = [f"paths.log_dir={tmp_path / 'logs'}", "trainer=ddp_cpu", "trainer.max_epochs=2"]
-    full = cli(tmp_path, *common, f"hydra.run.dir={tmp_path / 'full'}")
-    assert full.returncode == 0, full.stderr[-3000:]
-    killed_dir = tmp_path / "logs" / "train" / "runs" / "killed"
-    cli(
-        tmp_path,
-        *common,
-        f"hydra.run.dir={killed_dir}",
+    kill = [
         "+callbacks.kill._target_=tests.fault_injection.KillAfterEpoch",
         "+callbacks.kill.epoch=0",
-    )
-    assert (killed_dir / "checkpoints" / "last.ckpt").is_file()
-    assert not (killed_dir / "metrics.json").exists()
-    resumed = cli(tmp_path, *common, "ckpt_path=last", f"hydra.run.dir={tmp_path / 'again'}")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert metrics_of(killed_dir) == metrics_of(tmp_path / "full")
+    ]
+    common = ["trainer=ddp_cpu", "trainer.max_epochs=2"]
+    full, killed = full_and_killed_then_resumed(tmp_path, common, kill, killed_at_epoch=0)
+    assert metrics_of(killed) == metrics_of(full)
 
 
 def test_ctrl_c_on_one_ddp_process_stops_them_all_with_a_checkpoint(tmp_path) -> None:
