@@ -43,6 +43,7 @@ def test_every_data_and_model_pair_passes_where_the_task_allows(make_cfg, data, 
         (["model.encoder.init_state=random"], "model.encoder.init_state='random': allowed:"),
         (["model.encoder.pooling=avg"], "model.encoder.pooling='avg': allowed: last, mean"),
         (["model.encoder.proj_size=16"], "proj_size=16: must be smaller than hidden_size (16)"),
+        (["model.encoder.noise_std=-0.1"], "model.encoder.noise_std=-0.1: must be >= 0"),
         (
             ["model.encoder.impl=fused", "model.encoder.recurrent_dropout=0.2"],
             "recurrent_dropout=0.2: only the loop impl has it, and impl=fused; use "
