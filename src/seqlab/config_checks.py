@@ -187,14 +187,13 @@ def lookahead_problems(encoder: Mapping[str, Any], task: str) -> Iterator[str]:
         )
 
 
-def pooling_problems(encoder: Mapping[str, Any], task: str) -> list[str]:
+def pooling_problems(encoder: Mapping[str, Any], task: str) -> Iterator[str]:
     """A task that reads one vector per sequence needs the encoder to pool one."""
     if encoder.get("pooling", "last") in (None, "none"):
-        return [
+        yield (
             f"model.encoder.pooling=null: {task} reads one vector per sequence; allowed: "
             f"{', '.join(POOLING_KINDS)}"
-        ]
-    return []
+        )
 
 
 def data_task(cfg: DictConfig) -> Any:

@@ -7,6 +7,7 @@ import logging
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -38,11 +39,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     trainer, loggers = build_trainer(cfg)
-    if fitting and ckpt_path is not None:
-        step = checkpoint_step(ckpt_path)
-        for logger in loggers:
-            if isinstance(logger, CSVLogger):
-                logger.drop_rows_from(step)
+    csv_loggers = [logger for logger in loggers if isinstance(logger, CSVLogger)]
+    if fitting and ckpt_path is not None and csv_loggers:
+        step = int(peek_checkpoint(ckpt_path)["global_step"])
+        for logger in csv_loggers:
+            logger.drop_rows_from(step)
     try:
         fit_seconds = fit_cpu_seconds = 0.0
         if fitting:
@@ -109,9 +110,9 @@ def resolve_ckpt_path(cfg: DictConfig, in_place: bool = True) -> str | None:
     return str(path)
 
 
-def checkpoint_step(path: str) -> int:
-    """The global step a checkpoint was saved at (memory-mapped: the weights are not read)."""
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+def peek_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents, memory-mapped: its small entries read, the weights not."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 def requeued_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
@@ -125,7 +126,7 @@ def requeued_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     if not found:
         return None
     newest = max(found, key=_mtime)
-    saved = torch.load(newest, map_location="cpu", weights_only=True, mmap=True).get(RUN_KEY)
+    saved = peek_checkpoint(newest).get(RUN_KEY)
     changes = identity_changes(saved, run_identity(cfg)) if saved is not None else []
     if changes:
         raise ConfigError(

@@ -36,19 +36,12 @@ class CSVLogger(pl_loggers.CSVLogger):
         if self._experiment is not None:
             return self._experiment
         path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
-        rows, keys = [], []
-        if path.is_file():
-            with path.open(newline="") as file:
-                reader = csv.DictReader(file)
-                rows, keys = list(reader), list(reader.fieldnames or [])
+        keys, rows = read_rows(path) if path.is_file() else ([], [])
         with warnings.catch_warnings():  # "... will be deleted": not for long
             warnings.filterwarnings("ignore", "Experiment logs directory")
             experiment = super().experiment  # deletes the file
         if keys and isinstance(experiment, ExperimentWriter):  # rank 0 writes, as Lightning's
-            with path.open("w", newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=keys)
-                writer.writeheader()
-                writer.writerows(rows)
+            write_rows(path, keys, rows)
             experiment.metrics_keys = keys  # new columns rewrite the file with the old rows
         return experiment
 
@@ -58,20 +51,29 @@ class CSVLogger(pl_loggers.CSVLogger):
         checkpoint; rows carry the step of the batch they follow, so an epoch's last ones carry
         the checkpoint's step minus one)."""
         experiment = self.experiment
-        path = (
-            Path(experiment.metrics_file_path) if isinstance(experiment, ExperimentWriter) else None
-        )
-        if path is None or not path.is_file():
+        if not isinstance(experiment, ExperimentWriter):  # not rank 0
             return
-        with path.open(newline="") as file:
-            reader = csv.DictReader(file)
-            rows, keys = list(reader), list(reader.fieldnames or [])
+        path = Path(experiment.metrics_file_path)
+        if not path.is_file():
+            return
+        keys, rows = read_rows(path)
         kept = [row for row in rows if not row.get("step") or int(float(row["step"])) < step]
         if len(kept) < len(rows):
-            with path.open("w", newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=keys)
-                writer.writeheader()
-                writer.writerows(kept)
+            write_rows(path, keys, kept)
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """A CSV file's header and rows."""
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def write_rows(path: Path, keys: list[str], rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def wandb_has_credentials() -> bool:
