@@ -55,6 +55,21 @@ def config_problems(cfg: DictConfig) -> Iterator[str]:
         yield from trainer_problems(cfg.trainer)
     yield from schedule_problems(cfg)
     yield from logger_problems(cfg)
+    if OmegaConf.select(cfg, "trainer.max_epochs") == "auto":
+        yield from budget_problems(cfg.get("budget"))
+
+
+def budget_problems(budget: DictConfig | None) -> Iterator[str]:
+    """``budget``, read by ``trainer.max_epochs=auto``."""
+    if not isinstance(budget, DictConfig):
+        yield f"budget={budget!r}: trainer.max_epochs=auto needs budget.steps, min_epochs, max_epochs"
+        return
+    for key in ("steps", "min_epochs", "max_epochs"):
+        if not (is_int(budget.get(key)) and budget.get(key) >= 1):
+            yield f"budget.{key}={budget.get(key)!r}: must be a positive integer"
+    low, high = budget.get("min_epochs"), budget.get("max_epochs")
+    if is_int(low) and is_int(high) and low > high:
+        yield f"budget.min_epochs={low}: must be <= budget.max_epochs={high}"
 
 
 def logger_problems(cfg: DictConfig) -> Iterator[str]:
@@ -76,7 +91,7 @@ def schedule_problems(cfg: DictConfig) -> Iterator[str]:
     target = str(scheduler.get("_target_", "")) if isinstance(scheduler, DictConfig) else ""
     if target.endswith(".CosineAnnealingLR"):
         t_max = scheduler.get("T_max")
-        if not (is_int(t_max) and t_max >= 1):
+        if not (is_int(t_max) and t_max >= 1) and t_max != "auto":  # auto: set from the data
             yield (
                 f"model.scheduler.T_max={t_max}: must be a positive number of epochs (it "
                 "follows trainer.max_epochs; with no epoch limit set model.scheduler.T_max, or "
@@ -259,8 +274,11 @@ def conv_problems(encoder: DictConfig, path: str) -> Iterator[str]:
 def trainer_problems(trainer: DictConfig) -> Iterator[str]:
     yield from precision_problems(trainer)
     epochs = trainer.get("max_epochs")
-    if epochs is not None and not (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)):
-        yield f"trainer.max_epochs={epochs}: must be a positive integer (or -1: no limit)"
+    if epochs not in (None, "auto") and not (is_int(epochs) and (epochs >= 1 or epochs == -1)):
+        yield (
+            f"trainer.max_epochs={epochs!r}: must be a positive integer, -1 (no limit) or auto "
+            "(from the training split's size and `budget`)"
+        )
     clip = trainer.get("gradient_clip_val")
     if clip is not None and not (isinstance(clip, (int, float)) and clip >= 0):
         yield f"trainer.gradient_clip_val={clip}: must be >= 0 (or null: no clipping)"

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import DDPStrategy
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqlab.callbacks.graceful_stop import GracefulStop
 from seqlab.callbacks.resume import ExactResume, run_identity
@@ -40,6 +40,37 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
+
+
+def epoch_budget(batches_per_epoch: int, steps: int, min_epochs: int, max_epochs: int) -> int:
+    """Whole epochs that take about ``steps`` optimizer steps, within ``[min_epochs, max_epochs]``.
+
+    A fixed number of updates fits a model about as well on 20 samples as on 20,000, where a
+    fixed number of epochs gives the small set a hundredth of the updates; the bounds keep a
+    large set from stopping before it has seen its data a few times, and a tiny one from
+    looping for hours.
+    """
+    wanted = -(-steps // max(1, batches_per_epoch))
+    return min(max_epochs, max(min_epochs, wanted))
+
+
+def resolve_epochs(cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
+    """``trainer.max_epochs=auto`` set from the training split's size and ``cfg.budget``
+    (counted in a single process's batches, so a run means the same on any number of GPUs).
+    Everything that interpolates ``${trainer.max_epochs}`` (a cosine schedule) follows."""
+    if OmegaConf.select(cfg, "trainer.max_epochs") != "auto":
+        return
+    batches = len(datamodule.train_dataloader())
+    budget = cfg.budget
+    epochs = epoch_budget(batches, budget.steps, budget.min_epochs, budget.max_epochs)
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = epochs
+    log.info(
+        "trainer.max_epochs=auto: %d epochs of %d batches (budget.steps=%d)",
+        epochs,
+        batches,
+        budget.steps,
+    )
 
 
 def task_class(datamodule: L.LightningDataModule) -> type[SequenceTask]:
@@ -88,8 +119,14 @@ def build_trainer(
         callbacks += instantiate_callbacks(cfg.get("callbacks"), bool(loggers))
         # Not optional: what makes a stopped run resumable, and a resumed one exact.
         callbacks += [ExactResume(run_identity(cfg)), GracefulStop()]
+    # `auto` epochs are resolved before a fit (resolve_epochs); a test never reads them.
+    epochs = {"max_epochs": None} if cfg.trainer.get("max_epochs") == "auto" else {}
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        **epochs,
     )
     check_multirun_strategy(trainer)
     for logger in loggers:

@@ -18,7 +18,13 @@ from seqlab.callbacks.graceful_stop import GracefulStop, TrainingStopped
 from seqlab.callbacks.resume import RUN_KEY, identity_changes, run_identity
 from seqlab.config_checks import check_config
 from seqlab.errors import ConfigError, exit_on_user_error
-from seqlab.pipeline import build_datamodule, build_model, build_trainer, test_and_report
+from seqlab.pipeline import (
+    build_datamodule,
+    build_model,
+    build_trainer,
+    resolve_epochs,
+    test_and_report,
+)
 from seqlab.utils.loggers import CSVLogger, finish_loggers
 from seqlab.utils.reporting import atomic_write, print_config_tree
 
@@ -33,10 +39,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     the fit (in ``timing.json`` too, with the fit's CPU time: metrics.json holds test metrics).
     """
     fitting = cfg.get("train", True)
-    # Without a fit, a checkpoint is only read (tested), so the run keeps its own folder.
-    ckpt_path = resolve_ckpt_path(cfg, in_place=fitting)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
+    # Before the checkpoint is looked for: a re-queued run's identity holds the epochs.
+    resolve_epochs(cfg, datamodule)
+    # Without a fit, a checkpoint is only read (tested), so the run keeps its own folder.
+    ckpt_path = resolve_ckpt_path(cfg, in_place=fitting)
     model = build_model(cfg, datamodule)
     trainer, loggers = build_trainer(cfg)
     csv_loggers = [logger for logger in loggers if isinstance(logger, CSVLogger)]

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val", "test")
 # How `stratified_split` picks the held-out samples of each class.
 SPLIT_ORDERS = ("random", "last", "block")
+# channel: z-score per channel with the training split's statistics; series: each sequence
+# z-scored per channel over its own steps (what the UCR archive does); none: as read.
+NORMALIZE_MODES = ("channel", "series", "none")
 
 
 def check_option(key: str, value: object, ok: bool, allowed: str) -> None:
@@ -37,6 +40,44 @@ def check_count(key: str, value: object, minimum: int = 1, why: str = "") -> Non
     reading of `1e4`, or a bool, is refused rather than failing later without the key)."""
     bound = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     check_option(key, value, is_int(value) and value >= minimum, f"must be {bound}{why}")
+
+
+def normalize_mode(value: object) -> str:
+    """``data.normalize`` as one of ``NORMALIZE_MODES`` (``true`` is ``channel``, ``false``
+    ``none``, as before the modes existed)."""
+    if isinstance(value, bool):
+        return "channel" if value else "none"
+    check_option(
+        "normalize",
+        value,
+        value in NORMALIZE_MODES,
+        f"allowed: {', '.join(NORMALIZE_MODES)} (true: channel, false: none)",
+    )
+    return str(value)
+
+
+def standardize_series(x: Tensor) -> Tensor:
+    """A ``(T, C)`` sequence z-scored per channel over its own steps (a constant channel, or a
+    one-step sequence, is only centred)."""
+    std = x.std(0, unbiased=False) if len(x) > 1 else torch.ones_like(x[0])
+    return (x - x.mean(0)) / std.clamp_min(1e-6)
+
+
+def auto_batch_size(samples: int) -> int:
+    """``batch_size=auto``: a tenth of the training split, at least 8 and at most 16.
+
+    FCN's rule (Wang et al. 2017; Fawaz et al. 2019 use ``min(n / 10, 16)``): a small set gets
+    enough updates per epoch, and noisy enough gradients, from small batches. The floor keeps
+    batch normalisation's statistics steady.
+    """
+    return min(16, max(8, samples // 10))
+
+
+def downsample_factor(longest: int, max_length: int | None) -> int:
+    """The smallest integer ``k`` with ``ceil(longest / k) <= max_length`` (1 for null)."""
+    if max_length is None:
+        return 1
+    return max(1, -(-longest // max_length))
 
 
 def block_count(fraction: float) -> int:

@@ -67,6 +67,22 @@ def resample(sequence: Tensor, length: int) -> Tensor:
     return resampled[0].T
 
 
+def downsample(sequence: Tensor, factor: int) -> Tensor:
+    """A ``(T, C)`` sequence averaged over runs of ``factor`` steps: ``(ceil(T / factor), C)``.
+
+    The last run may be shorter and is averaged over the steps it has, so a sequence's result
+    never depends on how long the others are (nor on padding).
+    """
+    if factor == 1:
+        return sequence
+    steps = sequence.shape[0]
+    runs = -(-steps // factor)
+    padded = F.pad(sequence.T, (0, runs * factor - steps)).view(sequence.shape[1], runs, factor)
+    counts = torch.full((runs,), float(factor), dtype=sequence.dtype)
+    counts[-1] = steps - (runs - 1) * factor
+    return (padded.sum(-1) / counts).T
+
+
 def time_warp(batch: Batch, max_stretch: float) -> Batch:
     """Each sequence resampled in time to ``length * s`` steps, ``s ~ U(1 - max_stretch,
     1 + max_stretch)``, by linear interpolation between its real steps.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 from pathlib import Path
 
@@ -15,32 +14,28 @@ from seqlab.data.base import (
     SPLIT_ORDERS,
     ChannelNormalizer,
     SequenceDataModule,
+    auto_batch_size,
     block_count,
     check_count,
     check_option,
+    downsample_factor,
+    normalize_mode,
+    standardize_series,
     stratified_split,
 )
 from seqlab.data.collate import (
     Batch,
     SequenceDataset,
     add_input_noise,
+    downsample,
     resample,
     shift_channels,
     time_warp,
 )
+from seqlab.data.sources import SOURCES, is_classification, load_split, load_ts, source_dir
 from seqlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-
-def bundled_data_dir() -> Path:
-    """The folder inside the installed `aeon` package that holds its bundled `.ts` sets."""
-    try:
-        return Path(str(importlib.resources.files("aeon.datasets") / "data"))
-    except ModuleNotFoundError as err:  # aeon is the optional `data` extra
-        raise ModuleNotFoundError(
-            "UCR/UEA data sets need the `aeon` package: pip install 'seqlab[data]'"
-        ) from err
 
 
 def _split_files(folder: Path, name: str) -> tuple[Path, Path] | None:
@@ -55,29 +50,19 @@ def available_datasets(data_dir: str | Path | None = None) -> list[str]:
     """Names loadable offline: your files in ``data_dir`` and the classification sets aeon ships."""
     names: set[str] = set()
     folders = [Path(data_dir)] if data_dir is not None and Path(data_dir).is_dir() else []
-    folders.append(bundled_data_dir())
+    folders.append(source_dir("aeon"))
     for folder in folders:
         for train in folder.glob("**/*_TRAIN.ts"):
             name = train.name[: -len("_TRAIN.ts")]
-            if train.with_name(f"{name}_TEST.ts").is_file() and _is_classification(train):
+            if train.with_name(f"{name}_TEST.ts").is_file() and is_classification(train):
                 names.add(name)
     return sorted(names)
-
-
-def _is_classification(path: Path) -> bool:
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.lower().startswith("@classlabel"):
-                return line.lower().split()[1:2] == ["true"]  # a bare "@classLabel": no
-            if line.lower().startswith("@data"):
-                break
-    return False
 
 
 def find_dataset(name: str, data_dir: str | Path | None = None) -> tuple[Path, Path]:
     """The ``(train, test)`` `.ts` files of ``name``; your ``data_dir`` wins over aeon's copy."""
     folders = [Path(data_dir)] if data_dir is not None else []
-    folders.append(bundled_data_dir())
+    folders.append(source_dir("aeon"))
     for folder in folders:
         found = _split_files(folder, name)
         if found is not None:
@@ -95,38 +80,17 @@ def find_dataset(name: str, data_dir: str | Path | None = None) -> tuple[Path, P
     )
 
 
-def load_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
-    """Read a `.ts` file into a list of ``(T_i, C)`` float32 arrays and an array of labels."""
-    from aeon.datasets import load_from_ts_file
-
-    try:
-        X, y = load_from_ts_file(str(path))
-    except Exception as err:  # aeon raises many types for malformed files
-        raise DataError(f"{path}: not a readable .ts file: {err}") from err
-    series = [np.asarray(x, dtype=np.float32).T for x in X]  # aeon gives (C, T)
-    if not series:
-        raise DataError(f"{path}: no samples; is it a .ts file with a @data section?")
-    for i, x in enumerate(series):
-        if x.size == 0:
-            raise DataError(f"{path}: sample {i} is empty (shape {x.shape} as steps x channels)")
-        if not np.isfinite(x).all():
-            raise DataError(
-                f"{path}: sample {i} has NaN or inf values (missing values are not supported)"
-            )
-    channels = {x.shape[1] for x in series}
-    if len(channels) != 1:
-        raise DataError(f"{path}: samples have different channel counts {sorted(channels)}")
-    return series, np.asarray(y)
-
-
 class UCRDataModule(SequenceDataModule):
     """A UCR/UEA classification set with its published train/test split.
 
     Batches are ``{"x": (B, T_max, C), "lengths": (B,), "y": (B,)}``; validation is carved from
     the training split, ``val_fraction`` of each class (``val_split``: ``random`` seeded by
     ``split_seed``, each class's ``last`` samples in file order, or its ``block``-th run of
-    consecutive samples, see ``stratified_split``) and per-channel normalisation is fitted on
-    the training split only.
+    consecutive samples, see ``stratified_split``). ``normalize``: ``channel`` statistics are
+    fitted on the training split only, ``series`` z-scores each sequence by itself.
+    ``max_length``: sequences are averaged over runs of ``k`` steps, one ``k`` for all, the
+    smallest that brings the longest training sequence within ``max_length`` steps.
+    ``batch_size="auto"``: see ``auto_batch_size``.
     """
 
     task = "classification"
@@ -136,19 +100,28 @@ class UCRDataModule(SequenceDataModule):
         self,
         name: str = "JapaneseVowels",
         data_dir: str | Path | None = "data",
+        source: str | None = None,
         val_fraction: float = 0.2,
         split_seed: int = 0,
         val_split: str = "random",
         val_block: int = 0,
-        normalize: bool = True,
+        normalize: bool | str = "channel",
         resize_length: int | None = None,
+        max_length: int | None = None,
         noise_std: float = 0.0,
         time_warp: float = 0.0,
         shift_std: float = 0.0,
-        batch_size: int = 32,
+        batch_size: int | str = 32,
         num_workers: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers)
+        self.auto_batch = batch_size == "auto"
+        super().__init__(32 if self.auto_batch else batch_size, num_workers)  # type: ignore[arg-type]
+        check_option(
+            "source",
+            source,
+            source is None or source in SOURCES,
+            f"allowed: null (data_dir, then aeon's sets), {', '.join(SOURCES)}",
+        )
         check_option("val_fraction", val_fraction, 0 <= val_fraction < 1, "must be in [0, 1)")
         check_count("split_seed", split_seed, minimum=0)
         check_option(
@@ -174,17 +147,26 @@ class UCRDataModule(SequenceDataModule):
             resize_length is None or (is_int(resize_length) and resize_length >= 1),
             "must be a positive integer, or null to keep each sequence's own length",
         )
+        check_option(
+            "max_length",
+            max_length,
+            max_length is None or (is_int(max_length) and max_length >= 1),
+            "must be a positive integer, or null to keep every step",
+        )
         check_option("noise_std", noise_std, noise_std >= 0, "must be >= 0 (0: no noise)")
         check_option("time_warp", time_warp, 0 <= time_warp < 1, "must be in [0, 1) (0: off)")
         check_option("shift_std", shift_std, shift_std >= 0, "must be >= 0 (0: off)")
         self.name = name
         self.data_dir = data_dir
+        self.source = source
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.val_split = val_split
         self.val_block = val_block
-        self.normalize = normalize
+        self.normalize = normalize_mode(normalize)
         self.resize_length = resize_length
+        self.max_length = max_length
+        self.downsample_factor = 1
         self.noise_std = noise_std
         self.time_warp = time_warp
         self.shift_std = shift_std
@@ -206,14 +188,18 @@ class UCRDataModule(SequenceDataModule):
         return {"input_size": self.input_size, "num_classes": self.num_classes}
 
     def build_datasets(self) -> dict[str, Dataset]:
-        train_file, test_file = find_dataset(self.name, self.data_dir)
-        train_x, train_y = load_ts(train_file)
-        test_x, test_y = load_ts(test_file)
-        if train_x[0].shape[1] != test_x[0].shape[1]:
-            raise DataError(
-                f"{test_file}: {test_x[0].shape[1]} channels, but the training file has "
-                f"{train_x[0].shape[1]}"
-            )
+        if self.source is None:
+            train_file, test_file = find_dataset(self.name, self.data_dir)
+            train_x, train_y = load_ts(train_file)
+            test_x, test_y = load_ts(test_file)
+            if train_x[0].shape[1] != test_x[0].shape[1]:
+                raise DataError(
+                    f"{test_file}: {test_x[0].shape[1]} channels, but the training file has "
+                    f"{train_x[0].shape[1]}"
+                )
+        else:
+            train_x, train_y, test_x, test_y = load_split(self.source, self.name)
+            train_file = test_file = Path(f"{self.source}:{self.name}")
         self.class_names = [str(c) for c in np.unique(train_y)]
         unknown = sorted(set(map(str, test_y)) - set(self.class_names))
         if unknown:
@@ -236,17 +222,23 @@ class UCRDataModule(SequenceDataModule):
             order=self.val_split,
             block=self.val_block,
         )
-        fit_x = [torch.from_numpy(train_x[i]) for i in fit_idx]
-        if self.normalize:
+        # One factor for every split, from the training file alone.
+        self.downsample_factor = downsample_factor(
+            max(x.shape[0] for x in train_x), self.max_length
+        )
+        train_s = [self._prepare(x) for x in train_x]
+        test_s = [self._prepare(x) for x in test_x]
+        fit_x = [train_s[i] for i in fit_idx]
+        if self.normalize == "channel":
             self.normalizer = ChannelNormalizer.fit(fit_x)  # only the training split's steps
         scale = self.normalizer if self.normalizer is not None else (lambda x: x)
         datasets: dict[str, Dataset] = {
             "train": SequenceDataset([scale(x) for x in fit_x], train_t[fit_idx]),
-            "val": SequenceDataset(
-                [scale(torch.from_numpy(train_x[i])) for i in val_idx], train_t[val_idx]
-            ),
-            "test": SequenceDataset([scale(torch.from_numpy(x)) for x in test_x], test_t),
+            "val": SequenceDataset([scale(train_s[i]) for i in val_idx], train_t[val_idx]),
+            "test": SequenceDataset([scale(x) for x in test_s], test_t),
         }
+        if self.auto_batch:
+            self.batch_size = auto_batch_size(len(fit_idx))
         log.info(
             "%s: %d train / %d val / %d test, %d channels, %d classes, lengths %d-%d",
             self.name,
@@ -260,7 +252,21 @@ class UCRDataModule(SequenceDataModule):
         )
         if self.resize_length is not None:
             log.info("%s: every sequence resampled to %d steps", self.name, self.resize_length)
+        if self.downsample_factor > 1:
+            log.info(
+                "%s: every sequence averaged over runs of %d steps (data.max_length=%d)",
+                self.name,
+                self.downsample_factor,
+                self.max_length,
+            )
+        if self.auto_batch:
+            log.info("%s: batch_size=auto is %d", self.name, self.batch_size)
         return datasets
+
+    def _prepare(self, x: np.ndarray) -> torch.Tensor:
+        """One sequence as the model reads it, before the training split's normalisation."""
+        sequence = downsample(torch.from_numpy(x), self.downsample_factor)
+        return standardize_series(sequence) if self.normalize == "series" else sequence
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         if self.trainer is None or not self.trainer.training:

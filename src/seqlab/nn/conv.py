@@ -1,7 +1,8 @@
 """`ConvFrontEnd`: 1-D convolutions over time ahead of the LSTM (a CNN-LSTM).
 
 Each layer is Conv1d (stride 1, odd kernel, zero "same" padding) -> BatchNorm -> ReLU, so the
-time axis and the lengths are unchanged. Padding never leaks into a sequence's outputs:
+time axis and the lengths are unchanged. With ``squeeze_excite`` every layer but the last is
+followed by a squeeze-and-excitation block (Hu et al. 2018), as in MLSTM-FCN (Karim et al. 2019). Padding never leaks into a sequence's outputs:
 
 - padded steps are zeroed before every convolution, so the steps past a sequence's end read
   exactly the zeros a convolution pads an unpadded sequence with;
@@ -22,11 +23,38 @@ import torch
 from torch import Tensor, nn
 
 
+class SqueezeExcite(nn.Module):
+    """(B, C, T) features, optional (B, T) ``mask`` -> the same, each channel scaled by a gate.
+
+    The gate, ``sigmoid(W2 relu(W1 s))``, reads ``s``, each channel's mean over the sequence's
+    real steps (padding never enters it), through a bottleneck of ``channels // reduction``.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.gate = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels), nn.Sigmoid()
+        )
+
+    def forward(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
+        if mask is None:
+            squeezed = h.mean(-1)
+        else:
+            real = mask.unsqueeze(1).to(h.dtype)  # (B, 1, T)
+            squeezed = (h * real).sum(-1) / real.sum(-1).clamp_min(1.0)
+        return h * self.gate(squeezed).unsqueeze(-1)
+
+
 class ConvFrontEnd(nn.Module):
     """(B, T, input_size) padded batch, optional (B, T) bool ``mask`` -> (B, T, channels[-1])."""
 
     def __init__(
-        self, input_size: int, channels: Sequence[int], kernel_size: int | Sequence[int] = 5
+        self,
+        input_size: int,
+        channels: Sequence[int],
+        kernel_size: int | Sequence[int] = 5,
+        squeeze_excite: bool = False,
     ) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
@@ -59,21 +87,28 @@ class ConvFrontEnd(nn.Module):
             for c_in, c_out, k in zip(sizes[:-1], sizes[1:], kernels, strict=True)
         )
         self.norms = nn.ModuleList(nn.BatchNorm1d(c) for c in channels)
+        # MLSTM-FCN recalibrates the first layers' channels, not the last one's.
+        self.excites = nn.ModuleList(
+            SqueezeExcite(c) for c in (channels[:-1] if squeeze_excite else [])
+        )
+        self.squeeze_excite = squeeze_excite
 
     def extra_repr(self) -> str:
         return (
             f"input_size={self.input_size}, channels={self.channels}, "
-            f"kernel_sizes={self.kernel_sizes}"
+            f"kernel_sizes={self.kernel_sizes}, squeeze_excite={self.squeeze_excite}"
         )
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``mask`` (B, T): True at real steps; None when every step is real."""
         pad = None if mask is None else ~mask.unsqueeze(1)  # (B, 1, T), True at padding
         h = x.transpose(1, 2)  # (B, C, T)
-        for conv, norm in zip(self.convs, self.norms, strict=True):
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             if pad is not None:
                 h = h.masked_fill(pad, 0.0)
             h = torch.relu(self._normalize(norm, conv(h), mask))
+            if i < len(self.excites):
+                h = self.excites[i](h, mask)
         if pad is not None:
             h = h.masked_fill(pad, 0.0)
         return h.transpose(1, 2)

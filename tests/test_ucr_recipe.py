@@ -1,0 +1,193 @@
+"""The pieces of `data=ucr`'s recipe, each against a small oracle: squeeze-and-excitation over
+real steps, the LSTM-FCN encoder it feeds, downsampling, per-series normalisation, the batch
+size and the number of epochs taken from the data's size, and the configs that bind them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from seqlab.data.base import (
+    auto_batch_size,
+    downsample_factor,
+    normalize_mode,
+    standardize_series,
+)
+from seqlab.data.collate import downsample
+from seqlab.data.ucr import UCRDataModule
+from seqlab.errors import ConfigError
+from seqlab.nn import LSTMEncoder
+from seqlab.nn.conv import ConvFrontEnd, SqueezeExcite
+from seqlab.pipeline import epoch_budget, resolve_epochs
+from tests.test_conv import LENGTHS, padded, trained_statistics
+
+
+def test_squeeze_excite_gates_each_channel_by_its_mean_over_real_steps():
+    torch.manual_seed(0)
+    block = SqueezeExcite(32, reduction=16)
+    h = torch.randn(4, 32, 9)
+    mask = torch.arange(9) < LENGTHS.unsqueeze(1)
+    out = block(h, mask)
+    linear1, linear2 = block.gate[0], block.gate[2]
+    for b, length in enumerate(LENGTHS.tolist()):
+        squeezed = h[b, :, :length].mean(-1)  # (32,)
+        gate = torch.sigmoid(linear2(torch.relu(linear1(squeezed))))
+        assert linear1.out_features == 2
+        torch.testing.assert_close(out[b, :, :length], h[b, :, :length] * gate[:, None])
+    torch.testing.assert_close(block(h), h * block.gate(h.mean(-1)).unsqueeze(-1))
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_a_front_end_with_squeeze_excite_is_independent_of_padding(train):
+    torch.manual_seed(0)
+    frontend = ConvFrontEnd(3, [8, 16, 5], kernel_size=[5, 3, 3], squeeze_excite=True)
+    assert len(frontend.excites) == 2  # after every layer but the last
+    trained_statistics(frontend)
+    frontend.train(train)
+    x = padded(LENGTHS, 9, 3, fill=50.0)
+    wider = torch.cat([x, torch.full((4, 4, 3), -9.0)], dim=1)
+    out = frontend(x, torch.arange(9) < LENGTHS.unsqueeze(1))
+    out_wider = frontend(wider, torch.arange(13) < LENGTHS.unsqueeze(1))
+    torch.testing.assert_close(out, out_wider[:, :9])
+    if not train:  # running statistics: each sequence alone gives the same
+        for b, length in enumerate(LENGTHS.tolist()):
+            torch.testing.assert_close(frontend(x[b : b + 1, :length])[0], out[b, :length])
+
+
+def test_lstm_fcn_reads_a_full_batch_with_or_without_lengths_alike():
+    """The unmasked fast path taken for a batch without padding gives the masked numbers."""
+    torch.manual_seed(0)
+    encoder = LSTMEncoder(
+        2,
+        8,
+        1,
+        conv_channels=[8, 16, 8],
+        conv_kernel_size=[7, 5, 3],
+        conv_mode="parallel",
+        conv_squeeze_excite=True,
+    ).train()
+    x = torch.randn(3, 11, 2)
+    full = torch.full((3,), 11)
+    torch.manual_seed(1)
+    fast = encoder(x, full).features
+    mask = torch.ones(3, 11, dtype=torch.bool)
+    conv = encoder.frontend(x, mask)  # the masked path, forced
+    torch.testing.assert_close(fast[:, 8:], conv.mean(1))
+    assert encoder.output_size == 16
+
+
+def test_downsample_averages_runs_of_k_steps_and_a_short_last_run():
+    x = torch.arange(14, dtype=torch.float32).view(7, 2)  # steps 0..6, two channels
+    out = downsample(x, 3)
+    expected = np.stack([x[0:3].mean(0), x[3:6].mean(0), x[6:7].mean(0)])
+    np.testing.assert_allclose(out.numpy(), expected)
+    assert downsample(x, 1) is x
+    assert downsample(x, 7).shape == (1, 2) and downsample(x, 9).shape == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("longest", "max_length", "factor"),
+    [(1460, 512, 3), (512, 512, 1), (513, 512, 2), (2000, 512, 4), (29, None, 1), (10, 1, 10)],
+)
+def test_downsample_factor_is_the_smallest_that_fits(longest, max_length, factor):
+    assert downsample_factor(longest, max_length) == factor
+    if max_length is not None:
+        assert -(-longest // factor) <= max_length
+        assert factor == 1 or -(-longest // (factor - 1)) > max_length
+
+
+def test_standardize_series_zscores_each_channel_over_its_own_steps():
+    torch.manual_seed(0)
+    x = torch.randn(20, 3) * torch.tensor([1.0, 5.0, 0.1]) + torch.tensor([3.0, -2.0, 10.0])
+    x[:, 2] = 4.0  # a constant channel is only centred
+    out = standardize_series(x)
+    expected = (x.numpy() - x.numpy().mean(0)) / np.maximum(x.numpy().std(0), 1e-6)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(out[:, 2], torch.zeros(20))
+    assert standardize_series(torch.tensor([[5.0, 1.0]])).tolist() == [[0.0, 0.0]]
+
+
+def test_normalize_takes_a_mode_or_the_old_booleans():
+    assert [normalize_mode(v) for v in (True, False, "series")] == ["channel", "none", "series"]
+    with pytest.raises(ConfigError, match=r"data\.normalize='zscore': allowed: channel, series"):
+        normalize_mode("zscore")
+
+
+@pytest.mark.parametrize(("samples", "size"), [(2, 8), (28, 8), (120, 12), (160, 16), (10**5, 16)])
+def test_auto_batch_size_is_a_tenth_of_the_training_split_within_8_and_16(samples, size):
+    assert auto_batch_size(samples) == size
+
+
+@pytest.mark.parametrize(
+    ("batches", "epochs"), [(1, 1000), (5, 300), (7, 215), (75, 20), (10**4, 20)]
+)
+def test_the_epoch_budget_takes_about_the_step_budget_within_its_bounds(batches, epochs):
+    assert epoch_budget(batches, steps=1500, min_epochs=20, max_epochs=1000) == epochs
+
+
+def test_ucr_options_reach_the_data(tmp_path):
+    """series normalisation, max_length and batch_size=auto on a bundled set (ACSF1: 100
+    training series of 1460 steps)."""
+    datamodule = UCRDataModule(
+        "ACSF1", tmp_path, normalize="series", max_length=512, batch_size="auto", val_fraction=0
+    )
+    datamodule.setup("fit")
+    assert datamodule.downsample_factor == 3 and datamodule.batch_size == 10
+    x, _ = datamodule.datasets["train"][0]
+    assert x.shape == (487, 1)
+    torch.testing.assert_close(x.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std(unbiased=False), torch.tensor(1.0), atol=1e-4, rtol=0)
+    test_x, _ = datamodule.datasets["test"][0]
+    assert test_x.shape == (487, 1) and datamodule.normalizer is None
+
+
+def test_data_ucr_brings_its_recipe_and_a_model_on_the_command_line_wins(make_cfg):
+    cfg = make_cfg("data=ucr", "data.name=GunPoint", tiny=False)
+    assert cfg.model.encoder.conv_mode == "parallel" and cfg.model.encoder.conv_squeeze_excite
+    assert cfg.trainer.max_epochs == "auto" and cfg.data.batch_size == "auto"
+    assert cfg.data.val_fraction == 0 and cfg.data.max_length == 512
+    cfg = make_cfg("data=ucr", "model=bilstm", tiny=False)
+    assert cfg.model.encoder.conv_channels == [] and cfg.model.encoder.bidirectional
+    cfg = make_cfg("data=ucr", "model=bilstm_fcn", "trainer.max_epochs=3", tiny=False)
+    assert cfg.model.encoder.bidirectional and cfg.model.encoder.conv_mode == "parallel"
+    assert cfg.trainer.max_epochs == 3
+    # The pinned configs keep their own model and schedule.
+    cfg = make_cfg(tiny=False)
+    assert cfg.model.encoder.conv_channels == [] and cfg.trainer.max_epochs == 80
+    assert cfg.data.batch_size == 32
+    cfg = make_cfg("experiment=italy_power_demand", tiny=False)
+    assert cfg.model.encoder.hidden_size == 32 and cfg.trainer.max_epochs == 150
+
+
+@pytest.mark.parametrize("entry", ["eval", "predict", "export"])
+def test_data_ucr_composes_for_every_entry_point(make_cfg, entry):
+    cfg = make_cfg("data=ucr", "data.name=GunPoint", "ckpt_path=x.ckpt", name=entry, tiny=False)
+    assert cfg.data.name == "GunPoint" and cfg.data.max_length == 512
+
+
+def test_auto_epochs_follow_the_training_split_and_the_schedule_follows_them(make_cfg):
+    cfg = make_cfg("data=ucr", "data.name=GunPoint", "budget.steps=100", tiny=False)
+    datamodule = UCRDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    datamodule.setup("fit")
+    resolve_epochs(cfg, datamodule)
+    # 50 series, batches of 8: 7 a epoch, 100 steps are 15 epochs, raised to min_epochs.
+    assert cfg.trainer.max_epochs == 20
+    assert OmegaConf.to_container(cfg.model.scheduler, resolve=True)["T_max"] == 20
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("budget.steps=0", "budget.steps=0: must be a positive integer"),
+        ("budget.min_epochs=2000", "budget.min_epochs=2000: must be <= budget.max_epochs=1000"),
+        ("trainer.max_epochs=many", "trainer.max_epochs='many': must be a positive integer"),
+    ],
+)
+def test_a_bad_budget_is_refused_before_training(make_cfg, override, message):
+    from seqlab.config_checks import check_config
+
+    cfg = make_cfg("data=ucr", override, tiny=False)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)
