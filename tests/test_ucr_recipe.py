@@ -21,6 +21,7 @@ from seqlab.errors import ConfigError
 from seqlab.nn import LSTMEncoder
 from seqlab.nn.conv import ConvFrontEnd, SqueezeExcite
 from seqlab.pipeline import epoch_budget, resolve_epochs
+from tests.conftest import TINY
 from tests.test_conv import LENGTHS, padded, trained_statistics
 
 
@@ -191,3 +192,23 @@ def test_a_bad_budget_is_refused_before_training(make_cfg, override, message):
     cfg = make_cfg("data=ucr", override, tiny=False)
     with pytest.raises(ConfigError, match=message):
         check_config(cfg)
+
+
+def test_data_ucr_fits_the_whole_training_file_and_tests_its_final_weights(make_cfg, tmp_path):
+    from seqlab.train import train
+
+    cfg = make_cfg(
+        *[option for option in TINY if not option.startswith("trainer.max_epochs")],
+        "data=ucr",
+        "data.name=UnitTest",
+        "budget.steps=4",
+        "budget.min_epochs=2",
+        "model.encoder.conv_channels=[4,8,4]",
+        tiny=False,
+    )
+    metrics = train(cfg)
+    # 20 series, batches of 8: 3 a epoch, 4 steps are 2 epochs.
+    assert cfg.trainer.max_epochs == 2
+    assert 0 <= metrics["test/acc"] <= 1 and "val/loss_best" not in metrics
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["epoch_001.ckpt", "last.ckpt"]  # the final epoch, not a val pick

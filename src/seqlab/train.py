@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
@@ -47,6 +48,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg, in_place=fitting)
     model = build_model(cfg, datamodule)
     trainer, loggers = build_trainer(cfg)
+    if fitting:
+        keep_final_weights_without_validation(trainer, datamodule)
     csv_loggers = [logger for logger in loggers if isinstance(logger, CSVLogger)]
     if fitting and ckpt_path is not None and csv_loggers:
         step = int(peek_checkpoint(ckpt_path)["global_step"])
@@ -88,6 +91,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return metrics
     finally:
         finish_loggers(loggers)
+
+
+def keep_final_weights_without_validation(
+    trainer: L.Trainer, datamodule: L.LightningDataModule
+) -> None:
+    """With no validation split (``data.val_fraction=0``, as ``data=ucr`` fits the whole
+    training file) a checkpoint that monitors a validation metric keeps the newest weights
+    instead: the final weights are the ones tested, and Lightning does not warn every epoch
+    that the metric is missing."""
+    datasets = getattr(datamodule, "datasets", {})
+    if "val" not in datasets or len(datasets["val"]):
+        return
+    for callback in trainer.checkpoint_callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(callback, ModelCheckpoint) and monitor and monitor.startswith("val/"):
+            log.info("no validation split: the checkpoint keeps the final weights, not %s", monitor)
+            callback.monitor = None
 
 
 def resolve_ckpt_path(cfg: DictConfig, in_place: bool = True) -> str | None:
