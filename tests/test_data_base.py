@@ -11,7 +11,8 @@ import torch
 
 from seqlab.data.base import ChannelNormalizer, masked_collate, stratified_split
 from seqlab.data.collate import add_input_noise, resample, shift_channels, time_warp
-from seqlab.data.ucr import UCRDataModule, find_dataset, load_ts
+from seqlab.data.sources import load_ts
+from seqlab.data.ucr import UCRDataModule, find_dataset
 from seqlab.errors import ConfigError
 
 

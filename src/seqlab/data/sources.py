@@ -123,14 +123,30 @@ def load_split(
             f"Available: {', '.join(sorted(files)) or '(none)'}."
         )
     train_file = files[name]
-    if train_file.suffix == ".npz":
-        (train_x, train_y), (test_x, test_y) = _read_npz(train_file)
-        test_file = train_file
-    else:
-        test_file = train_file.with_name(f"{name}_TEST{train_file.suffix}")
-        read = {".ts": load_ts, ".txt": _read_txt, ".arff": _read_arff}[train_file.suffix]
-        train_x, train_y = read(train_file)
-        test_x, test_y = read(test_file)
+    if train_file.suffix != ".npz":
+        return read_pair(train_file, train_file.with_name(f"{name}_TEST{train_file.suffix}"))
+    (train_x, train_y), (test_x, test_y) = _read_npz(train_file)
+    return _paired(train_file, train_x, train_y, test_x, test_y)
+
+
+def read_pair(
+    train_file: Path, test_file: Path
+) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
+    """``load_split``'s result from a training and a test file of one format (``.ts``, the
+    old UCR ``.txt`` or ``.arff``), e.g. your own ``<Name>_TRAIN.ts`` and ``<Name>_TEST.ts``."""
+    read = {".ts": load_ts, ".txt": _read_txt, ".arff": _read_arff}[train_file.suffix]
+    train_x, train_y = read(train_file)
+    test_x, test_y = read(test_file)
+    return _paired(test_file, train_x, train_y, test_x, test_y)
+
+
+def _paired(
+    test_file: Path,
+    train_x: list[np.ndarray],
+    train_y: np.ndarray,
+    test_x: list[np.ndarray],
+    test_y: np.ndarray,
+) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
     if train_x[0].shape[1] != test_x[0].shape[1]:
         raise DataError(
             f"{test_file}: test samples have {test_x[0].shape[1]} channels, "

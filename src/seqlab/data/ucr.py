@@ -32,7 +32,7 @@ from seqlab.data.collate import (
     shift_channels,
     time_warp,
 )
-from seqlab.data.sources import SOURCES, is_classification, load_split, load_ts, source_dir
+from seqlab.data.sources import SOURCES, is_classification, load_split, read_pair, source_dir
 from seqlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -190,13 +190,7 @@ class UCRDataModule(SequenceDataModule):
     def build_datasets(self) -> dict[str, Dataset]:
         if self.source is None:
             train_file, test_file = find_dataset(self.name, self.data_dir)
-            train_x, train_y = load_ts(train_file)
-            test_x, test_y = load_ts(test_file)
-            if train_x[0].shape[1] != test_x[0].shape[1]:
-                raise DataError(
-                    f"{test_file}: {test_x[0].shape[1]} channels, but the training file has "
-                    f"{train_x[0].shape[1]}"
-                )
+            train_x, train_y, test_x, test_y = read_pair(train_file, test_file)
         else:
             train_x, train_y, test_x, test_y = load_split(self.source, self.name)
             train_file = test_file = Path(f"{self.source}:{self.name}")
