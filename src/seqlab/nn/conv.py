@@ -2,7 +2,8 @@
 
 Each layer is Conv1d (stride 1, odd kernel, zero "same" padding) -> BatchNorm -> ReLU, so the
 time axis and the lengths are unchanged. With ``squeeze_excite`` every layer but the last is
-followed by a squeeze-and-excitation block (Hu et al. 2018), as in MLSTM-FCN (Karim et al. 2019). Padding never leaks into a sequence's outputs:
+followed by a squeeze-and-excitation block (Hu et al. 2018), as in MLSTM-FCN (Karim et al.
+2019). Padding never leaks into a sequence's outputs:
 
 - padded steps are zeroed before every convolution, so the steps past a sequence's end read
   exactly the zeros a convolution pads an unpadded sequence with;
