@@ -25,8 +25,9 @@ SPLITS = ("train", "val", "test")
 # How `stratified_split` picks the held-out samples of each class.
 SPLIT_ORDERS = ("random", "last", "block")
 # channel: z-score per channel with the training split's statistics; series: each sequence
-# z-scored per channel over its own steps (what the UCR archive does); none: as read.
-NORMALIZE_MODES = ("channel", "series", "none")
+# z-scored per channel over its own steps (what the UCR archive does); none: as read; auto:
+# series for one channel, channel for several (see `resolve_normalize`).
+NORMALIZE_MODES = ("channel", "series", "none", "auto")
 
 
 def check_option(key: str, value: object, ok: bool, allowed: str) -> None:
@@ -54,6 +55,17 @@ def normalize_mode(value: object) -> str:
         f"allowed: {', '.join(NORMALIZE_MODES)} (true: channel, false: none)",
     )
     return str(value)
+
+
+def resolve_normalize(mode: str, channels: int) -> str:
+    """``auto`` as the deep-learning benchmarks of the archives do it (Fawaz et al. 2019): a
+    univariate series is z-scored by itself, as the UCR archive stores most of its sets and
+    as its DTW baseline reads them (a set stored raw, with values from 0 to 20,000, is
+    otherwise read as near-constant zeros); the channels of a multivariate set keep their
+    relative levels, z-scored with the training split's statistics."""
+    if mode != "auto":
+        return mode
+    return "series" if channels == 1 else "channel"
 
 
 def standardize_series(x: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ from seqlab.data.base import (
     check_option,
     downsample_factor,
     normalize_mode,
+    resolve_normalize,
     standardize_series,
     stratified_split,
 )
@@ -87,7 +88,8 @@ class UCRDataModule(SequenceDataModule):
     the training split, ``val_fraction`` of each class (``val_split``: ``random`` seeded by
     ``split_seed``, each class's ``last`` samples in file order, or its ``block``-th run of
     consecutive samples, see ``stratified_split``). ``normalize``: ``channel`` statistics are
-    fitted on the training split only, ``series`` z-scores each sequence by itself.
+    fitted on the training split only, ``series`` z-scores each sequence by itself, ``auto``
+    picks one by the channel count (``resolve_normalize``).
     ``max_length``: sequences are averaged over runs of ``k`` steps, one ``k`` for all, the
     smallest that brings the longest training sequence within ``max_length`` steps.
     ``batch_size="auto"``: see ``auto_batch_size``.
@@ -216,6 +218,7 @@ class UCRDataModule(SequenceDataModule):
             order=self.val_split,
             block=self.val_block,
         )
+        self.normalize = resolve_normalize(self.normalize, train_x[0].shape[1])
         # One factor for every split, from the training file alone.
         self.downsample_factor = downsample_factor(
             max(x.shape[0] for x in train_x), self.max_length
@@ -255,6 +258,7 @@ class UCRDataModule(SequenceDataModule):
             )
         if self.auto_batch:
             log.info("%s: batch_size=auto is %d", self.name, self.batch_size)
+        log.info("%s: normalize=%s", self.name, self.normalize)
         return datasets
 
     def _prepare(self, x: np.ndarray) -> torch.Tensor:
