@@ -13,6 +13,7 @@ from seqlab.data.base import (
     auto_batch_size,
     downsample_factor,
     normalize_mode,
+    resolve_normalize,
     standardize_series,
 )
 from seqlab.data.collate import downsample
@@ -110,6 +111,22 @@ def test_standardize_series_zscores_each_channel_over_its_own_steps():
     assert standardize_series(torch.tensor([[5.0, 1.0]])).tolist() == [[0.0, 0.0]]
 
 
+def test_auto_normalisation_zscores_a_univariate_set_by_series_and_a_multivariate_by_channel(
+    tmp_path,
+):
+    assert resolve_normalize("auto", 1) == "series" and resolve_normalize("auto", 6) == "channel"
+    assert resolve_normalize("none", 1) == "none"
+    # Covid3Month_disc is stored raw (0 to 20,341): each series now reads as a z-score.
+    covid = UCRDataModule("Covid3Month_disc", tmp_path, normalize="auto", val_fraction=0)
+    covid.setup("fit")
+    assert covid.normalize == "series" and covid.normalizer is None
+    for x, _ in list(covid.datasets["train"])[:5] + list(covid.datasets["test"])[:5]:
+        assert abs(float(x.mean())) < 1e-4 and abs(float(x.std(unbiased=False)) - 1) < 1e-3
+    motions = UCRDataModule("BasicMotions", tmp_path, normalize="auto", val_fraction=0)
+    motions.setup("fit")
+    assert motions.normalize == "channel" and motions.normalizer is not None
+
+
 def test_normalize_takes_a_mode_or_the_old_booleans():
     assert [normalize_mode(v) for v in (True, False, "series")] == ["channel", "none", "series"]
     with pytest.raises(ConfigError, match=r"data\.normalize='zscore': allowed: channel, series"):
@@ -149,6 +166,7 @@ def test_data_ucr_brings_its_recipe_and_a_model_on_the_command_line_wins(make_cf
     assert cfg.model.encoder.conv_mode == "parallel" and cfg.model.encoder.conv_squeeze_excite
     assert cfg.trainer.max_epochs == "auto" and cfg.data.batch_size == "auto"
     assert cfg.data.val_fraction == 0 and cfg.data.max_length == 512
+    assert cfg.data.normalize == "auto"
     cfg = make_cfg("data=ucr", "model=bilstm", tiny=False)
     assert cfg.model.encoder.conv_channels == [] and cfg.model.encoder.bidirectional
     cfg = make_cfg("data=ucr", "model=bilstm_fcn", "trainer.max_epochs=3", tiny=False)
