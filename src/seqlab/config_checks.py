@@ -13,7 +13,7 @@ import difflib
 import inspect
 import numbers
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import torch
 from hydra.utils import get_object
@@ -24,9 +24,10 @@ from seqlab.nn.encoder import CONV_MODES
 from seqlab.nn.init_state import INIT_STATE_KINDS
 from seqlab.nn.lstm import IMPLS
 from seqlab.nn.pooling import POOLING_KINDS
+from seqlab.targets import ALLOWED, HYDRA_OPTIONS, target_problems
 
 # Keys Hydra's instantiate reads itself.
-HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+HYDRA_KEYS = {"_target_", *HYDRA_OPTIONS}
 ENCODER = "seqlab.nn.LSTMEncoder"
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 # Sized by the data module, never by the user.
@@ -43,7 +44,10 @@ def check_config(cfg: DictConfig) -> None:
 def config_problems(cfg: DictConfig) -> Iterator[str]:
     for group in ("data", "trainer", "model.optimizer", "model.scheduler"):
         node = OmegaConf.select(cfg, group)
-        if isinstance(node, DictConfig) and "_target_" in node:
+        # A model target not allowed is refused below (model_problems), never imported.
+        allowed = ALLOWED[group[6:]][0] if group.startswith("model.") else None
+        targeted = isinstance(node, DictConfig) and "_target_" in node
+        if targeted and (allowed is None or node._target_ in allowed):
             yield from unknown_keys(node, group)
     for group in ("callbacks", "logger"):
         for name, node in (cfg.get(group) or {}).items():
@@ -160,6 +164,8 @@ def parameters(target: Callable[..., Any]) -> list[str] | None:
 
 def model_problems(cfg: DictConfig) -> Iterator[str]:
     model = cfg.model
+    # Only listed classes are built from settings (seqlab.targets): checked before all else.
+    yield from target_problems(cast(dict[str, Any], OmegaConf.to_container(model, resolve=True)))
     task_cls = data_task(cfg)
     if task_cls is not None:
         for key in model:

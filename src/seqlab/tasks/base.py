@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from lightning.fabric.utilities.types import _MAP_LOCATION_TYPE, _PATH
+from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric, Metric, MetricCollection
@@ -14,14 +15,19 @@ from torchmetrics import MeanMetric, Metric, MetricCollection
 from seqlab.config_checks import lookahead_problems, pooling_problems
 from seqlab.errors import ConfigError
 from seqlab.nn.heads import MLPHead
+from seqlab.targets import build, target_problems
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 DEFAULT_ENCODER = "seqlab.nn.LSTMEncoder"
 
 
 def build_encoder(config: dict[str, Any], input_size: int) -> nn.Module:
-    """Instantiate the encoder config (``_target_`` defaults to seqlab's LSTM encoder)."""
+    """The encoder of ``config`` (``_target_``: one of ``seqlab.nn.ENCODERS``, by default
+    seqlab's LSTM encoder; nothing nested is built), given ``input_size``."""
     config = {"_target_": DEFAULT_ENCODER, **config}
-    return instantiate(config, input_size=input_size, _convert_="all")
+    return cast(nn.Module, build(config, "model.encoder", input_size=input_size))
 
 
 class SequenceTask(L.LightningModule):
@@ -55,11 +61,39 @@ class SequenceTask(L.LightningModule):
         self.train_loss_mean = MeanMetric()
         self.val_loss_mean = MeanMetric()
         self.test_loss_mean = MeanMetric()
-        problems = list(lookahead_problems(encoder, "this task")) if self.causal else []
+        # Settings may come from a checkpoint: what they name is checked before anything is built.
+        settings = {"encoder": encoder, "optimizer": optimizer, "scheduler": scheduler}
+        problems = list(target_problems(settings))
+        if self.causal:
+            problems += lookahead_problems(encoder, "this task")
         if not self.per_step:
             problems += pooling_problems(encoder, "this task")
         if problems:
             raise ConfigError(*problems)
+
+    @_restricted_classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: _PATH | IO,
+        map_location: _MAP_LOCATION_TYPE = None,
+        hparams_file: _PATH | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """Lightning's, with settings that name a class not allowed (``seqlab.targets``)
+        refused before anything is built, naming the file they came from."""
+        try:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
+        except ConfigError as error:
+            source = (
+                f"hparams_file={hparams_file}"
+                if hparams_file
+                else f"checkpoint_path={checkpoint_path}"
+            )
+            raise ConfigError(*(f"{source}: {problem}" for problem in error.problems)) from None
 
     def build_network(
         self,
@@ -70,6 +104,9 @@ class SequenceTask(L.LightningModule):
     ) -> None:
         """``self.encoder`` from its config and ``self.head`` on top of it (on every step's
         output for ``per_step`` tasks, whose encoder then pools nothing)."""
+        problems = list(target_problems({"head": head}))
+        if problems:
+            raise ConfigError(*problems)
         if self.per_step:
             encoder = {**encoder, "pooling": None}
         self.encoder = build_encoder(encoder, input_size)
@@ -112,10 +149,10 @@ class SequenceTask(L.LightningModule):
         return bool(self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams["optimizer"], params=self.parameters())
+        optimizer = build(self.hparams["optimizer"], "model.optimizer", params=self.parameters())
         if not self.hparams.get("scheduler"):
             return optimizer
-        scheduler = instantiate(self.hparams["scheduler"], optimizer=optimizer)
+        scheduler = build(self.hparams["scheduler"], "model.scheduler", optimizer=optimizer)
         config = {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"}
         if isinstance(scheduler, ReduceLROnPlateau) and self._trainer is not None:
             # It reads val/loss, which exists only after the epochs that validate.

@@ -4,7 +4,9 @@ Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain c
 only, so opening a checkpoint never runs code from it. seqlab writes nothing else into them
 (hyperparameters are dicts of plain values, generator states are tensors and tuples). A file
 that is not a PyTorch checkpoint, not a seqlab one, or not one for this data gets an error
-that says which, naming the file.
+that says which, naming the file. The settings saved in it name classes to build (the
+encoder's, the optimizer's): those are checked against ``seqlab.targets``' lists when the file is
+read, before anything is imported or built from them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from omegaconf import DictConfig
 
 from seqlab.errors import DataError
 from seqlab.pipeline import build_datamodule, task_class
+from seqlab.targets import check_targets
 from seqlab.tasks import SequenceTask
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
             "model's state_dict or hyper_parameters); give one that scripts/train.py wrote, "
             "e.g. logs/train/runs/<time>/checkpoints/last.ckpt"
         )
+    check_targets(hparams, f"ckpt_path={ckpt_path}: ")
     return checkpoint
 
 
