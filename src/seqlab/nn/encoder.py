@@ -128,7 +128,11 @@ class LSTMEncoder(nn.Module):
         conv = None
         if self.frontend is not None:
             mask = None
-            if lengths_here is not None and not self._all_full(lengths, x.size(1)):
+            if (
+                lengths is not None
+                and lengths_here is not None
+                and not self._all_full(lengths, x.size(1))
+            ):
                 mask = lengths_to_mask(lengths_here, x.size(1))
             conv = self.frontend(x, mask)
         serial = conv is not None and self.conv_mode == "serial"
