@@ -68,7 +68,7 @@ def test_name_group_and_tags_come_from_the_experiment(make_cfg) -> None:
         run = logger.experiment
         assert run.name.startswith("japanese_vowels/")
         assert run.group == "japanese_vowels"
-        assert {"japanese_vowels", "data=japanese_vowels", "model=bilstm"} <= set(run.tags)
+        assert {"japanese_vowels", "data=ucr_base", "model=lstm_fcn"} <= set(run.tags)
         assert "experiment=japanese_vowels" in run.tags
     finally:
         finish_loggers([logger])

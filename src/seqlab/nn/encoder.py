@@ -147,8 +147,11 @@ class LSTMEncoder(nn.Module):
     @staticmethod
     def _all_full(lengths: LengthsLike, steps: int) -> bool:
         """No step of the batch is padding, as far as the host can tell without waiting for a
-        device: then the front end takes its faster unmasked path (same numbers)."""
+        device: then the front end takes its faster unmasked path (same numbers). A graph being
+        traced or exported takes the masked path, which holds for every batch it will meet."""
         if isinstance(lengths, Tensor):
+            if torch.compiler.is_compiling():
+                return False
             return lengths.device.type == "cpu" and bool((lengths == steps).all())
         return all(length == steps for length in lengths)
 
