@@ -167,6 +167,7 @@ def test_data_ucr_brings_its_recipe_and_a_model_on_the_command_line_wins(make_cf
     assert cfg.trainer.max_epochs == "auto" and cfg.data.batch_size == "auto"
     assert cfg.data.val_fraction == 0 and cfg.data.max_length == 512
     assert cfg.data.normalize == "auto"
+    assert cfg.model.encoder.hidden_size == 8 and cfg.budget.steps == 4000
     cfg = make_cfg("data=ucr", "model=bilstm", tiny=False)
     assert cfg.model.encoder.conv_channels == [] and cfg.model.encoder.bidirectional
     cfg = make_cfg("data=ucr", "model=bilstm_fcn", "trainer.max_epochs=3", tiny=False)

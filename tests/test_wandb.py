@@ -94,3 +94,31 @@ def test_wandb_that_cannot_start_leaves_training_to_the_other_loggers(
 def _no_run_left_open():
     yield
     wandb.finish()
+
+
+def test_an_online_start_that_gets_no_answer_falls_back_to_offline_in_the_run_folder(
+    make_cfg, monkeypatch, caplog
+) -> None:
+    """A key set up but no server (here a port nothing listens on): after init_timeout the
+    run is logged offline into its folder, for `wandb sync`, and training goes on."""
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = make_cfg("logger=wandb", "logger.wandb.init_timeout=3")
+    with caplog.at_level(logging.WARNING):
+        (logger,) = instantiate_loggers(cfg.logger)
+    try:
+        assert "wandb could not start online" in caplog.text
+        assert "upload it later with `wandb sync`" in caplog.text
+        assert logger.experiment.settings.mode in ("offline", "dryrun")  # wandb's two names
+    finally:
+        finish_loggers([logger])
+    assert list(Path(cfg.paths.output_dir).glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def test_init_timeout_must_be_a_positive_number(make_cfg) -> None:
+    from seqlab.config_checks import check_config
+    from seqlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"logger\.wandb\.init_timeout=-1: must be a positive"):
+        check_config(make_cfg("logger=wandb", "logger.wandb.init_timeout=-1"))

@@ -86,6 +86,14 @@ def logger_problems(cfg: DictConfig) -> Iterator[str]:
                 f"test's processes with trainer.strategy={strategy}; use logger=tensorboard or "
                 "logger=wandb"
             )
+        if target.endswith("WandbLogger") and "init_timeout" in node:
+            timeout = node.get("init_timeout")
+            number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+            if timeout is not None and not (number and timeout > 0):
+                yield (
+                    f"logger.{name}.init_timeout={timeout!r}: must be a positive number of "
+                    "seconds (how long an online start waits for the server) or null"
+                )
 
 
 def schedule_problems(cfg: DictConfig) -> Iterator[str]:

@@ -6,8 +6,11 @@ import csv
 import logging
 import netrc
 import os
+import socket
+import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlparse
@@ -129,8 +132,35 @@ def instantiate_loggers(config: DictConfig | None) -> list[Logger]:
 
 def start_wandb(entry: DictConfig) -> WandbLogger:
     """A WandbLogger with its run started: offline unless credentials exist, named, grouped
-    and tagged after the run (see ``wandb_names``) where the config leaves those open."""
+    and tagged after the run (see ``wandb_names``) where the config leaves those open.
+
+    Online, the start waits at most ``init_timeout`` seconds for the server; a server that does
+    not answer or refuses the key then gets the run offline in the run folder, so nothing is
+    lost and ``wandb sync`` uploads it later.
+    """
+    entry = OmegaConf.create(OmegaConf.to_container(entry, resolve=True))  # a detached copy
+    timeout = entry.pop("init_timeout", None)
     offline = wandb_offline(entry.get("offline"))
+    try:
+        if not offline and os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun"):
+            wandb_server_answers(float(timeout or 15))
+        return _start_wandb(entry, offline, timeout)
+    except Exception as error:
+        if offline:
+            raise
+        _finish_wandb()
+        log.warning(
+            "wandb could not start online (%s: %s); logging offline into %s instead, "
+            "upload it later with `wandb sync`",
+            type(error).__name__,
+            str(error).splitlines()[0] if str(error) else "",
+            Path(entry["save_dir"]) / "wandb",
+        )
+        with _wandb_mode("offline"):
+            return _start_wandb(entry, True, timeout)
+
+
+def _start_wandb(entry: DictConfig, offline: bool, timeout: float | None) -> WandbLogger:
     kwargs: dict[str, Any] = {"offline": offline, **wandb_names(entry)}
     if offline:
         # Nothing in offline mode may touch the network (no version checks either).
@@ -138,6 +168,10 @@ def start_wandb(entry: DictConfig) -> WandbLogger:
         if entry.get("log_model"):
             log.info("wandb is offline: checkpoints are not uploaded as artifacts")
             kwargs["log_model"] = False
+    elif timeout is not None:
+        import wandb
+
+        kwargs["settings"] = wandb.Settings(init_timeout=float(timeout))
     Path(entry["save_dir"]).mkdir(parents=True, exist_ok=True)
     logger = instantiate(entry, **kwargs)
     run = logger.experiment  # starts the run (on rank 0; a no-op elsewhere)
@@ -145,6 +179,55 @@ def start_wandb(entry: DictConfig) -> WandbLogger:
         # The run's summary (and a wandb sweep's objective) is the best val/loss, not the last.
         run.define_metric("val/loss", summary="min")
     return logger
+
+
+def wandb_server_answers(timeout: float) -> None:
+    """Raise ConnectionError unless wandb's server takes a TCP connection within ``timeout``
+    seconds, name lookup included (wandb itself would retry for longer)."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(error)
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    if not outcome:
+        raise ConnectionError(f"{host}:{port} did not answer within {timeout:g} s")
+    if outcome[0] is not None:
+        raise ConnectionError(f"{host}:{port}: {outcome[0]}")
+
+
+@contextmanager
+def _wandb_mode(mode: str) -> Iterator[None]:
+    """WANDB_MODE set for a block (it wins over the logger's ``offline``), then restored."""
+    before = os.environ.get("WANDB_MODE")
+    os.environ["WANDB_MODE"] = mode
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("WANDB_MODE", None)
+        else:
+            os.environ["WANDB_MODE"] = before
+
+
+def _finish_wandb() -> None:
+    """Close whatever a failed start left open (a half-started run), ignoring its errors."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1)
+        wandb.teardown()  # the next start reads its mode afresh
+    except Exception:  # a broken wandb cannot be closed either; the retry starts afresh
+        pass
 
 
 def wandb_names(entry: DictConfig) -> dict[str, Any]:
