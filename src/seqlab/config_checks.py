@@ -31,7 +31,15 @@ HYDRA_KEYS = {"_target_", *HYDRA_OPTIONS}
 ENCODER = "seqlab.nn.LSTMEncoder"
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 # Sized by the data module, never by the user.
-FROM_DATA = ("input_size", "num_classes", "output_size", "vocabulary", "class_names")
+FROM_DATA = (
+    "input_size",
+    "num_classes",
+    "output_size",
+    "vocabulary",
+    "class_names",
+    "target_mean",
+    "target_std",
+)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -234,7 +242,11 @@ def data_task(cfg: DictConfig) -> Any:
         task = getattr(get_object(target), "task", None) if target else None
     except Exception:
         return None
-    return TASKS.get(task) if task else None
+    # A module whose task follows from its files (data=folder) says it in data.task, or
+    # leaves it to setup (auto); the task module checks the model then.
+    if task is None:
+        task = OmegaConf.select(cfg, "data.task")
+    return TASKS.get(task) if isinstance(task, str) else None
 
 
 def encoder_problems(encoder: DictConfig) -> Iterator[str]:

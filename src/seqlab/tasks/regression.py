@@ -13,7 +13,13 @@ from seqlab.tasks.base import SequenceTask
 
 class SequenceRegressor(SequenceTask):
     """``x (B, T, D), lengths (B,) -> (B,)`` for ``output_size=1``, else ``(B, output_size)``;
-    trained with the mean squared error, reported as ``{stage}/mse`` and ``{stage}/mae``."""
+    trained with the mean squared error, reported as ``{stage}/mse`` and ``{stage}/mae``.
+
+    Predictions are ``head(features) * target_std + target_mean``: a data module that knows
+    its targets' scale (the training split's mean and spread) passes it, so a freshly
+    initialised head, whose outputs are near 0, starts at the mean in the data's own units,
+    and losses and metrics are in those units.
+    """
 
     def __init__(
         self,
@@ -23,16 +29,23 @@ class SequenceRegressor(SequenceTask):
         optimizer: dict[str, Any],
         scheduler: dict[str, Any] | None = None,
         head: dict[str, Any] | None = None,
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
     ) -> None:
         super().__init__(encoder, optimizer, scheduler)
+        if not target_std > 0:
+            raise ValueError(f"target_std={target_std}: must be > 0")
         self.save_hyperparameters()
         self.output_size = output_size
+        self.target_mean, self.target_std = float(target_mean), float(target_std)
         self.build_network(input_size, output_size, encoder, head)
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
         self.set_metrics(metrics)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         out = self.head(self.encoder(x, lengths).features)
+        if self.target_std != 1.0 or self.target_mean != 0.0:
+            out = out * self.target_std + self.target_mean
         return out.squeeze(-1) if self.output_size == 1 else out
 
     def shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:

@@ -138,7 +138,7 @@ def start_wandb(entry: DictConfig) -> WandbLogger:
     not answer or refuses the key then gets the run offline in the run folder, so nothing is
     lost and ``wandb sync`` uploads it later.
     """
-    entry = OmegaConf.create(OmegaConf.to_container(entry, resolve=True))  # a detached copy
+    entry = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(entry, resolve=True)))
     timeout = entry.pop("init_timeout", None)
     offline = wandb_offline(entry.get("offline"))
     try:
