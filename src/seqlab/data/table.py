@@ -106,8 +106,8 @@ class TableDataModule(ArraysDataModule):
             repeated = repeated[ids[repeated] == ids[repeated + 1]]
             if len(repeated):
                 raise DataError(
-                    f"{self.path}: id {ids[repeated[0]]!r} has two rows at "
-                    f"{self.time_column}={time[repeated[0]]!r}"
+                    f"{self.path}: id {_shown(ids[repeated[0]])} has two rows at "
+                    f"{self.time_column}={_shown(time[repeated[0]])}"
                 )
         label_name = self.label_column or self.step_label_column
         labels = frame[label_name].to_numpy()[order]
@@ -115,7 +115,7 @@ class TableDataModule(ArraysDataModule):
         del frame
         inputs, targets, splits, names = [], [], [], []
         for start, end in zip(starts, ends, strict=True):
-            where = f"{self.path}, {self.id_column}={ids[start]!r}"
+            where = f"{self.path}, {self.id_column}={_shown(ids[start])}"
             inputs.append(check_sequence(values[start:end], where, None, channels))
             if self.label_column is not None:
                 targets.append(self._constant(labels[start:end], self.label_column, where))
@@ -181,10 +181,15 @@ class TableDataModule(ArraysDataModule):
             raise DataError(f"{where}: an empty {column} cell")
         if (values != values[0]).any():
             raise DataError(
-                f"{where}: {column} takes several values ({values[0]!r}, "
-                f"{values[values != values[0]][0]!r}); a sequence has one"
+                f"{where}: {column} takes several values ({_shown(values[0])}, "
+                f"{_shown(values[values != values[0]][0])}); a sequence has one"
             )
         return values[0].item() if isinstance(values[0], np.generic) else values[0]
+
+
+def _shown(value: Any) -> str:
+    """A cell as messages show it: ``'s01'``, ``3`` (not ``np.int64(3)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _codes(values: np.ndarray) -> np.ndarray:
