@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train eval test test-slow test-gpu lint precommit format benchmark clean
+.PHONY: install train eval test test-quick test-slow test-gpu rename lint precommit format benchmark clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ eval: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## A fork's first feedback in about a minute: every config composes, the config checks refuse
+## bad values, one training step of each task (tests marked `quick`).
+test-quick: install
+	$(BIN)/python -m pytest -m "quick and not slow and not gpu" $(PYTEST_ARGS)
+
 ## Long training runs (results, fault injection).
 test-slow: install
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
@@ -49,6 +54,13 @@ lint: install
 precommit: install
 	$(BIN)/pre-commit install
 	$(BIN)/pre-commit run --all-files
+
+## make rename NAME=myproj: the distribution's name in pyproject.toml (and its `all` extra),
+## the wandb project and the install lines of the docs; the import package stays `seqlab`.
+## Before `make install`, which would install the old name. NAME is taken from the command line
+## only: some shells (WSL) export NAME as the machine's name.
+rename:
+	$(PYTHON) scripts/rename.py '$(if $(filter command line,$(origin NAME)),$(NAME))'
 
 format: install
 	$(BIN)/ruff check --fix src tests scripts

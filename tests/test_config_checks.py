@@ -16,11 +16,13 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_passes(make_cfg, experiment) -> None:
     check_config(make_cfg(f"experiment={experiment}", tiny=False))
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("data", DATA)
 @pytest.mark.parametrize("model", ["lstm", "bilstm"])
 def test_every_data_and_model_pair_passes_where_the_task_allows(make_cfg, data, model) -> None:
@@ -32,6 +34,7 @@ def test_every_data_and_model_pair_passes_where_the_task_allows(make_cfg, data, 
         check_config(cfg)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -116,6 +119,7 @@ def test_bad_values_are_named_with_what_is_allowed(make_cfg, overrides, message)
     assert all("\n" not in problem for problem in error.value.problems)
 
 
+@pytest.mark.quick
 def test_all_problems_are_reported_at_once(make_cfg) -> None:
     cfg = make_cfg("model.encoder.hidden_size=0", "model.encoder.dropout=3", "data.batch_size=8")
     with pytest.raises(ConfigError) as error:
@@ -126,7 +130,12 @@ def test_all_problems_are_reported_at_once(make_cfg) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.encoder.dropout=1.5", "error: model.encoder.dropout=1.5: must be in [0, 1)"),
+        # One case in `make test-quick`: each starts a process (5 s).
+        pytest.param(
+            "model.encoder.dropout=1.5",
+            "error: model.encoder.dropout=1.5: must be in [0, 1)",
+            marks=pytest.mark.quick,
+        ),
         # Raised inside a constructor that Hydra instantiates, and unwrapped.
         ("data.batch_size=0", "error: data.batch_size=0: must be a positive integer"),
         ("data.name=NoSuchSet", "error: data.name='NoSuchSet': no such UCR/UEA data set"),

@@ -11,6 +11,9 @@ from hydra.utils import instantiate
 from seqlab.pipeline import build_datamodule, build_model, build_trainer
 from tests.conftest import CONFIG_DIR
 
+# All of it in `make test-quick`: a fork's new config that does not compose fails first here.
+pytestmark = pytest.mark.quick
+
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))

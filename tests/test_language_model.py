@@ -226,6 +226,7 @@ def test_epoch_bpc_is_the_cross_entropy_of_every_test_character_in_bits(
 # --- training from the config --------------------------------------------------------------
 
 
+@pytest.mark.quick
 def test_fast_dev_run_on_a_text_file_trains_and_tests(make_cfg, corpus: Path) -> None:
     cfg = make_cfg(
         "data=text", f"data.path={corpus}", "data.batch_size=4", "data.bptt=16", "debug=fdr"

@@ -26,6 +26,7 @@ CAUSAL = {"sine", "sunspots"}
 CASES = [(data, model) for data in DATA for model in ("lstm", "bilstm")]
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     ("data", "model"), [case for case in CASES if not (case[0] in CAUSAL and case[1] == "bilstm")]
 )

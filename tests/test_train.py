@@ -17,6 +17,7 @@ from seqlab.train import train
 from tests.conftest import ROOT, TINY, compose_config
 
 
+@pytest.mark.quick
 def test_fast_dev_run_trains_tests_and_writes_metrics(make_cfg) -> None:
     cfg = make_cfg("debug=fdr")
     metrics = train(cfg)
