@@ -241,7 +241,8 @@ def test_a_renamed_fresh_clone_installs_under_its_name_and_trains(tmp_path) -> N
     assert extra_all and all(req.startswith("myproj[") for req in extra_all), extra_all
     assert not [req for req in requires if re.match(r"seqlab\b", req)], requires
 
-    sizes = ["data.train_size=64", "data.val_size=32", "data.test_size=32", "data.seq_len=30"]
-    run(python, "scripts/train.py", "data=sine", *TINY, *sizes, "data.rollout_horizon=4")
+    sizes = ["data.train_size=64", "data.val_size=32", "data.test_size=32"]
+    sine = ["data.seq_len=30", "data.min_len=10", "data.rollout_horizon=4"]
+    run(python, "scripts/train.py", "data=sine", *TINY, *sizes, *sine)
     (metrics,) = clone.glob("logs/train/runs/*/metrics.json")
     assert "test/loss" in json.loads(metrics.read_text())
