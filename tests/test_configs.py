@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 
 from seqlab.pipeline import build_datamodule, build_model, build_trainer
 from tests.conftest import CONFIG_DIR
+from tests.own_data import write_folder, write_table
 
 # All of it in `make test-quick`: a fork's new config that does not compose fails first here.
 pytestmark = pytest.mark.quick
@@ -25,6 +26,10 @@ def required_overrides(data: str, tmp_path: Path) -> list[str]:
         corpus = tmp_path / "corpus.txt"
         corpus.write_text("To be, or not to be, that is the question.\n" * 200, encoding="utf-8")
         return [f"data.path={corpus}"]
+    if data == "folder":
+        return [f"data.path={write_folder(tmp_path / 'recordings')}"]
+    if data == "table":
+        return [f"data.path={write_table(tmp_path / 'steps.csv')}"]
     return []
 
 

@@ -362,3 +362,93 @@ def test_shakespeare_data_module_splits_by_play_and_sizes_the_model() -> None:
     assert datamodule.task == "language_modeling"
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["x"].shape == batch["y"].shape == (4, 16)
+
+
+# --- a file of any size: read in pieces, ids memory-mapped in the smallest type ------------
+
+AWKWARD = "\ufeffÇa\r\nva? 日本語\rdone\r\n" * 7  # a BOM, CRLF, a lone CR, 2- and 3-byte chars
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 5, 7, 64])
+def test_text_pieces_join_to_what_reading_the_file_whole_gives(tmp_path: Path, piece) -> None:
+    path = tmp_path / "awkward.txt"
+    path.write_bytes(AWKWARD.encode())
+    # Pieces cut inside a character and between \r and \n, where a naive reader would go wrong.
+    expected = path.read_text(encoding="utf-8-sig")
+    assert "".join(text.text_pieces(path, piece=piece)) == expected == read_text(path)
+
+
+def test_a_bad_byte_in_a_later_piece_is_named_by_its_offset_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "late.txt"
+    path.write_bytes("é".encode() * 50 + b"\xff" + b"tail")
+    with pytest.raises(ValueError, match=r"late\.txt: not UTF-8 text \(byte 100:"):
+        list(text.text_pieces(path, piece=7))
+
+
+def test_ids_of_a_file_are_memory_mapped_bytes_equal_to_encoding_it_whole(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(AWKWARD.encode() * 20)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    datamodule = TextDataModule(path, batch_size=2, bptt=8, cache_dir=cache)
+    datamodule.setup()
+    splits = datamodule.load_splits()  # the whole text in memory, as before
+    vocabulary = Vocabulary.from_text(splits["train"])
+    assert datamodule.vocabulary is not None
+    assert datamodule.vocabulary.tokens == vocabulary.tokens
+    for split in ("train", "val", "test"):
+        assert datamodule.ids[split].dtype == torch.uint8
+        assert torch.equal(datamodule.ids[split].long(), vocabulary.encode(splits[split]))
+    assert list(cache.iterdir()) == []  # the store is unlinked from the start
+    before = datamodule.ids["train"].clone()
+    datamodule.release_pages()
+    assert torch.equal(datamodule.ids["train"], before)  # read again from the file
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["x"].dtype == batch["y"].dtype == torch.long
+
+
+def test_more_than_256_characters_take_two_bytes_each(tmp_path: Path) -> None:
+    path = tmp_path / "wide.txt"
+    path.write_text("".join(chr(0x4E00 + i) for i in range(400)) * 3, encoding="utf-8")
+    datamodule = TextDataModule(path, batch_size=2, bptt=8)
+    datamodule.setup()
+    assert datamodule.ids["train"].dtype == torch.int16
+    assert int(datamodule.ids["train"].max()) == 400
+
+
+def test_a_pickled_text_module_reads_the_file_again(tmp_path: Path) -> None:
+    import pickle
+
+    path = tmp_path / "corpus.txt"
+    path.write_text("abcdefgh" * 100)
+    datamodule = TextDataModule(path, batch_size=2, bptt=8)
+    datamodule.setup()
+    copy = pickle.loads(pickle.dumps(datamodule))  # what ddp_spawn does to it
+    assert copy.ids == {}
+    copy.setup()
+    assert torch.equal(copy.ids["test"], datamodule.ids["test"])
+
+
+@pytest.mark.slow
+def test_a_1_gb_file_is_read_and_iterated_in_under_2_gb(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.txt"
+    line = "To be, or not to be, that is the question: café.\n"
+    with path.open("w", encoding="utf-8") as f:
+        block = line * 20000
+        for _ in range(2**30 // len(block.encode()) + 1):
+            f.write(block)
+    script = (
+        "import resource, sys; from seqlab.data.text import TextDataModule\n"
+        f"dm = TextDataModule({str(path)!r}, batch_size=64, bptt=128); dm.setup()\n"
+        "n = sum(1 for _ in dm.train_dataloader()) + sum(1 for _ in dm.val_dataloader())\n"
+        "print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True
+    )
+    batches, peak_kib = map(int, done.stdout.split())
+    assert batches > 100_000
+    assert peak_kib < 2 * 2**20, f"peak RSS {peak_kib / 2**20:.2f} GiB"

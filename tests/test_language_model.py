@@ -346,4 +346,4 @@ def test_ddp_ranks_train_on_their_own_contiguous_streams(corpus: Path, tmp_path:
     for rank in range(2):
         seen = torch.load(out_dir / f"rank{rank}.pt")
         expected = shard_streams(datamodule.ids["train"], 2, rank, world_size=2)[:, :16]
-        assert torch.equal(seen, expected), rank
+        assert torch.equal(seen, expected.long()), rank

@@ -17,10 +17,15 @@ the same number of batches.
 from __future__ import annotations
 
 import abc
+import codecs
+import io
 import math
+import mmap
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 import lightning as L
 import numpy as np
@@ -39,26 +44,59 @@ UNK = "<unk>"
 warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__` defined.*")
 
 
-def read_text(path: str | Path) -> str:
-    """A UTF-8 text file's contents (universal newlines, a leading BOM dropped).
+def text_pieces(path: str | Path, piece: int = 1 << 22) -> Iterator[str]:
+    """A UTF-8 text file's characters, ``piece`` bytes' worth at a time (universal newlines,
+    a leading BOM dropped), so a file of any size is never whole in memory.
 
-    Raises an error naming the file when it is missing, not a file, not UTF-8, or empty.
+    Raises an error naming the file when it is missing, not a file or not UTF-8 (with the
+    byte where decoding failed).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if not path.is_file():
         raise DataError(f"{path}: not a regular file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(
-            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); convert it first, "
-            f"e.g. `iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}`"
-        ) from err
+    # What open(path, encoding="utf-8-sig") does, with the byte offsets kept for errors.
+    decoder = io.IncrementalNewlineDecoder(
+        codecs.getincrementaldecoder("utf-8-sig")(), translate=True
+    )
+    offset = 0
+    with path.open("rb") as f:
+        while True:
+            data = f.read(piece)
+            try:
+                text = decoder.decode(data, final=not data)
+            except UnicodeDecodeError as err:
+                pending = len(err.object) - len(data)  # bytes held back from the last piece
+                byte = offset - pending + err.start
+                raise DataError(
+                    f"{path}: not UTF-8 text (byte {byte}: {err.reason}); convert it first, "
+                    f"e.g. `iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}`"
+                ) from err
+            offset += len(data)
+            if text:
+                yield text
+            if not data:
+                return
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's contents (universal newlines, a leading BOM dropped).
+
+    Raises an error naming the file when it is missing, not a file, not UTF-8, or empty.
+    """
+    text = "".join(text_pieces(path))
     if not text.strip():
         raise DataError(f"{path}: the file is empty (or only whitespace)")
     return text
+
+
+def id_dtype(vocabulary_size: int) -> np.dtype:
+    """The smallest integer type torch reads that holds every id: a byte per character for up
+    to 256 distinct ones."""
+    if vocabulary_size <= 256:
+        return np.dtype(np.uint8)
+    return np.dtype(np.int16 if vocabulary_size <= 2**15 else np.int32)
 
 
 class Vocabulary:
@@ -123,8 +161,12 @@ class BPTTChunks(IterableDataset):
     the ``(e mod parts)``-th of ``parts`` consecutive runs of chunks (the chunks left over by the
     division are dropped). ``position()`` says which epoch is starting and how many of its
     chunks to skip (already trained, in a run resumed mid-epoch); without it each iteration
-    counts as the next epoch, from its start.
+    counts as the next epoch, from its start. ``release()``, where given, is called every
+    ``RELEASE_EVERY`` chunks and at the end of a pass (a memory-mapped text lets go of the
+    pages read so far).
     """
+
+    RELEASE_EVERY = 256
 
     def __init__(
         self,
@@ -132,6 +174,7 @@ class BPTTChunks(IterableDataset):
         bptt: int,
         parts: int = 1,
         position: Callable[[], tuple[int, int]] | None = None,
+        release: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         if streams.dim() != 2 or streams.size(1) < 2:
@@ -143,6 +186,7 @@ class BPTTChunks(IterableDataset):
             raise ValueError(f"parts={parts}: must be between 1 and the {self.n_chunks} chunks")
         self.parts = parts
         self.position = position
+        self.release = release
         self._iterations = 0
 
     def __len__(self) -> int:
@@ -155,12 +199,17 @@ class BPTTChunks(IterableDataset):
         n_inputs = self.streams.size(1) - 1  # the last character is only ever a target
         for chunk in range(first + skip, first + len(self)):
             start, end = chunk * self.bptt, min((chunk + 1) * self.bptt, n_inputs)
-            x = self.streams[:, start:end]
+            # Stored in the smallest type (`id_dtype`); the model embeds int64 ids.
+            x = self.streams[:, start:end].long()
             yield {
                 "x": x,
-                "y": self.streams[:, start + 1 : end + 1],
+                "y": self.streams[:, start + 1 : end + 1].long(),
                 "lengths": torch.full((x.size(0),), x.size(1), dtype=torch.long),
             }
+            if self.release is not None and (chunk + 1) % self.RELEASE_EVERY == 0:
+                self.release()
+        if self.release is not None:
+            self.release()
 
 
 class CharLMDataModule(L.LightningDataModule, abc.ABC):
@@ -206,11 +255,21 @@ class CharLMDataModule(L.LightningDataModule, abc.ABC):
     def setup(self, stage: str | None = None) -> None:
         if self.ids:  # idempotent: train() sets up early to size the model
             return
-        texts = self.load_splits()
-        self.vocabulary = Vocabulary.from_text(texts["train"])
-        self.ids = {split: self.vocabulary.encode(texts[split]) for split in SPLITS}
+        self.vocabulary, self.ids = self.load_ids()
         for split in SPLITS:
             self._check_length(split, world_size=1)
+
+    def load_ids(self) -> tuple[Vocabulary, dict[str, Tensor]]:
+        """The vocabulary of the training text and each split's ids, in `id_dtype`."""
+        texts = self.load_splits()
+        vocabulary = Vocabulary.from_text(texts["train"])
+        dtype = id_dtype(len(vocabulary))
+        return vocabulary, {
+            s: torch.from_numpy(vocabulary.encode(texts[s]).numpy().astype(dtype)) for s in SPLITS
+        }
+
+    def release_pages(self) -> None:
+        """Called as batches are read: ids held in memory have nothing to let go of."""
 
     def model_kwargs(self) -> dict[str, list[str]]:
         """The task module needs the characters (their count sizes it; generation decodes)."""
@@ -255,9 +314,11 @@ class CharLMDataModule(L.LightningDataModule, abc.ABC):
         streams = shard_streams(self.ids[split], self.batch_size, rank, world_size)
         if split == "train":
             position = None if self.trainer is None else self._train_position
-            chunks = BPTTChunks(streams, self.bptt, self.epochs_per_pass, position)
+            chunks = BPTTChunks(
+                streams, self.bptt, self.epochs_per_pass, position, self.release_pages
+            )
         else:  # validation and test always read their whole text
-            chunks = BPTTChunks(streams, self.bptt)
+            chunks = BPTTChunks(streams, self.bptt, release=self.release_pages)
         # batch_size=None: the dataset yields whole batches.
         return DataLoader(chunks, batch_size=None)
 
@@ -276,6 +337,9 @@ class TextDataModule(CharLMDataModule):
 
     The file is split into contiguous parts: the first ``1 - val_fraction - test_fraction`` for
     training, then validation, then test (a random split would leak phrases across splits).
+    The file is read in pieces and its ids kept in a memory-mapped temporary file in
+    ``cache_dir`` (null: the system's), one byte per character for up to 256 distinct ones,
+    so a file of any size trains in little more memory than the model's.
     """
 
     def __init__(
@@ -287,6 +351,7 @@ class TextDataModule(CharLMDataModule):
         bptt: int = 128,
         epochs_per_pass: int = 1,
         num_workers: int = 0,
+        cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__(batch_size, bptt, epochs_per_pass, num_workers)
         if not path:
@@ -306,13 +371,72 @@ class TextDataModule(CharLMDataModule):
         self.path = Path(path)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+        self.cache_dir = cache_dir
+        self._store: IO[bytes] | None = None
+        self._map: mmap.mmap | None = None
+
+    def release_pages(self) -> None:
+        """Let go of the pages of ids read so far: the kernel counts every page of the file a
+        pass has touched as the process's memory until then (they are read again if needed)."""
+        if self._map is not None:
+            self._map.madvise(mmap.MADV_DONTNEED)
+
+    def _bounds(self, length: int) -> tuple[int, int]:
+        """Where validation and test start, in characters."""
+        val_start = round(length * (1 - self.val_fraction - self.test_fraction))
+        return val_start, round(length * (1 - self.test_fraction))
 
     def load_splits(self) -> dict[str, str]:
         text = read_text(self.path)
-        val_start = round(len(text) * (1 - self.val_fraction - self.test_fraction))
-        test_start = round(len(text) * (1 - self.test_fraction))
+        val_start, test_start = self._bounds(len(text))
         return {
             "train": text[:val_start],
             "val": text[val_start:test_start],
             "test": text[test_start:],
         }
+
+    def load_ids(self) -> tuple[Vocabulary, dict[str, Tensor]]:
+        """What ``load_splits`` gives, encoded, in three passes over the file, none of which
+        holds it whole: its length in characters (which places the splits), the training
+        part's characters (the vocabulary), then every id into the memory-mapped file."""
+        length, blank = 0, True
+        for piece in text_pieces(self.path):
+            length += len(piece)
+            blank = blank and piece.isspace()
+        if blank:
+            raise DataError(f"{self.path}: the file is empty (or only whitespace)")
+        val_start, test_start = self._bounds(length)
+        chars: set[str] = set()
+        position = 0
+        for piece in text_pieces(self.path):
+            if position >= val_start:
+                break
+            chars.update(piece[: val_start - position])
+            position += len(piece)
+        vocabulary = Vocabulary([UNK, *sorted(chars)])
+        dtype = id_dtype(len(vocabulary))
+        # Unlinked at once: nothing is left on disk, even by a killed run. Open as long as the
+        # data module lives (the ids are read from it), so no context manager.
+        self._store = tempfile.TemporaryFile(dir=self.cache_dir)  # noqa: SIM115
+        for piece in text_pieces(self.path):
+            # Written, not assigned into a mapping: a page of the file is in memory only
+            # while training reads it.
+            self._store.write(vocabulary.encode(piece).numpy().astype(dtype).tobytes())
+        self._store.flush()
+        # Copy-on-write: a tensor over it may be writable, the file is never changed.
+        self._map = mmap.mmap(
+            self._store.fileno(), length * dtype.itemsize, access=mmap.ACCESS_COPY
+        )
+        ids = torch.from_numpy(np.frombuffer(self._map, dtype=dtype))
+        return vocabulary, {
+            "train": ids[:val_start],
+            "val": ids[val_start:test_start],
+            "test": ids[test_start:],
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A process that unpickles this (ddp_spawn) reads the file again in its own setup()
+        # rather than receiving every id through a pipe; an open file cannot be pickled.
+        state = self.__dict__.copy()
+        state.update(_store=None, _map=None, ids={}, vocabulary=None)
+        return state
