@@ -145,10 +145,16 @@ def in_process(tmp_path: Path, name: str, *overrides: str) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("signum", "task"), [(signal.SIGTERM, "ucr"), (signal.SIGINT, "ucr"), (signal.SIGTERM, "text")]
+    ("signum", "task"),
+    [
+        (signal.SIGTERM, "ucr"),
+        (signal.SIGINT, "ucr"),
+        (signal.SIGTERM, "text"),
+        (signal.SIGTERM, "bucketed"),
+    ],
 )
 def test_signal_mid_epoch_saves_a_checkpoint_and_resume_matches(tmp_path, signum, task):
-    data = []
+    data = ["data.bucketing=true"] if task == "bucketed" else []
     if task == "text":  # stateful BPTT: the carried state and the stream position resume too
         corpus = tmp_path / "corpus.txt"
         corpus.write_text("".join(f"line {i}: the quick brown fox.\n" for i in range(300)))

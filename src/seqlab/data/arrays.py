@@ -152,9 +152,10 @@ class ArraysDataModule(SequenceDataModule, abc.ABC):
         max_length: int | None = None,
         batch_size: int | str = "auto",
         num_workers: int = 0,
+        bucketing: bool = False,
     ) -> None:
         self.auto_batch = batch_size == "auto"
-        super().__init__(32 if self.auto_batch else batch_size, num_workers)  # type: ignore[arg-type]
+        super().__init__(32 if self.auto_batch else batch_size, num_workers, bucketing)  # type: ignore[arg-type]
         check_option("task", task, task in TASK_CHOICES, f"allowed: {', '.join(TASK_CHOICES)}")
         check_option("val_fraction", val_fraction, _is_fraction(val_fraction), "must be in [0, 1)")
         check_option(

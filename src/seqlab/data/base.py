@@ -209,6 +209,10 @@ class ResumableSampler(DistributedSampler):
     Unlike a ``RandomSampler`` it never draws from torch's global generator, and with
     ``position`` (see ``train_position``) a run resumed from a checkpoint, even mid-epoch, sees
     exactly the batches the interrupted run would have seen next.
+
+    With ``lengths`` (each sample's steps) the order is bucketed (`bucket_order`): a batch holds
+    sequences of similar length, so little of it is padding; still a function of the seed, the
+    epoch and the shard alone, so a resume is as exact.
     """
 
     def __init__(
@@ -219,6 +223,7 @@ class ResumableSampler(DistributedSampler):
         rank: int = 0,
         world_size: int = 1,
         position: Callable[[], tuple[int, int]] | None = None,
+        lengths: Sequence[int] | None = None,
     ) -> None:
         super().__init__(
             dataset,
@@ -229,13 +234,56 @@ class ResumableSampler(DistributedSampler):
         )
         self.batch_size = batch_size
         self.position = position
+        self.lengths = lengths
 
     def __iter__(self) -> Iterator[int]:
         skip = 0
         if self.position is not None:
             epoch, skip = self.position()
             self.set_epoch(epoch)
-        return iter(list(super().__iter__())[skip * self.batch_size :])
+        order = list(super().__iter__())
+        if self.lengths is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+            order = bucket_order(order, self.lengths, self.batch_size, rng)
+        return iter(order[skip * self.batch_size :])
+
+
+#: How many batches' worth of the shuffled order ``bucket_order`` sorts by length at a time.
+BUCKET_POOL = 50
+
+
+def bucket_order(
+    order: Sequence[int],
+    lengths: Sequence[int],
+    batch_size: int,
+    rng: np.random.Generator,
+    pool: int = BUCKET_POOL,
+) -> list[int]:
+    """``order`` rearranged so that each run of ``batch_size`` holds similar lengths.
+
+    The shuffled ``order`` is cut into pools of ``pool`` batches; each pool is sorted by length
+    and cut into batches, and the full batches of every pool are shuffled together. A short
+    batch (the order's last few samples) stays at the end, so that a loader cutting the order
+    every ``batch_size`` samples cuts it on these batches' boundaries. Sorting within pools of
+    a random order, not the whole set, keeps which sequences meet in a batch random.
+    """
+    size = batch_size * pool
+    batches: list[list[int]] = []
+    for start in range(0, len(order), size):
+        bucket = sorted(order[start : start + size], key=lambda i: lengths[i])  # stable
+        batches += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
+    full = [batch for batch in batches if len(batch) == batch_size]
+    short = [batch for batch in batches if len(batch) < batch_size]
+    return [i for k in rng.permutation(len(full)) for i in full[k]] + [i for b in short for i in b]
+
+
+def padded_steps(order: Sequence[int], lengths: Sequence[int], batch_size: int) -> int:
+    """Padding steps a loader adds when it batches ``order`` every ``batch_size`` samples."""
+    total = 0
+    for start in range(0, len(order), batch_size):
+        batch = [lengths[i] for i in order[start : start + batch_size]]
+        total += max(batch) * len(batch) - sum(batch)
+    return total
 
 
 class SequenceDataModule(L.LightningDataModule, abc.ABC):
@@ -245,18 +293,22 @@ class SequenceDataModule(L.LightningDataModule, abc.ABC):
     ``build_datasets()`` and say what the task module needs in ``model_kwargs()``;
     ``collate`` turns a list of samples into a batch (``pad_collate`` by default).
     ``setup`` builds the splits once: ``train()`` calls it early to size the model.
+    ``bucketing``: training batches of similar lengths (``ResumableSampler``), for data whose
+    lengths vary; validation and test keep their order.
     """
 
     task: str
 
-    def __init__(self, batch_size: int = 32, num_workers: int = 0) -> None:
+    def __init__(self, batch_size: int = 32, num_workers: int = 0, bucketing: bool = False) -> None:
         super().__init__()
         check_count("batch_size", batch_size)
         check_count("num_workers", num_workers, minimum=0)
+        check_option("bucketing", bucketing, isinstance(bucketing, bool), "must be true or false")
         # Collects the subclass's constructor arguments too; checkpoints keep them.
         self.save_hyperparameters(logger=False)
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.bucketing = bucketing
         self.datasets: dict[str, Dataset] = {}
 
     @abc.abstractmethod
@@ -281,6 +333,11 @@ class SequenceDataModule(L.LightningDataModule, abc.ABC):
         if not self.datasets:
             raise RuntimeError("call setup() before asking the data module for sizes")
 
+    def lengths(self, split: str) -> list[int]:
+        """Each sample's steps in ``split``, as batching sees them."""
+        dataset = self.datasets[split]
+        return [len(dataset[i][0]) for i in range(len(dataset))]  # type: ignore[arg-type]
+
     def _loader(
         self, split: str, shuffle: bool, collate_fn: Callable[..., Batch] | None = None
     ) -> DataLoader:
@@ -299,6 +356,7 @@ class SequenceDataModule(L.LightningDataModule, abc.ABC):
                 rank,
                 world_size,
                 position=None if trainer is None else lambda: train_position(trainer),
+                lengths=self.lengths(split) if self.bucketing else None,
             )
         elif world_size > 1:
             # Lightning's default DistributedSampler pads the last shard with repeated samples,

@@ -54,8 +54,9 @@ class SpokenDigitsDataModule(SequenceDataModule):
         normalize: bool = True,
         batch_size: int = 32,
         num_workers: int = 0,
+        bucketing: bool = False,
     ) -> None:
-        super().__init__(batch_size, num_workers)
+        super().__init__(batch_size, num_workers, bucketing)
         check_option("test_fraction", test_fraction, 0 < test_fraction < 1, "must be in (0, 1)")
         check_option("val_fraction", val_fraction, 0 < val_fraction < 1, "must be in (0, 1)")
         check_count("split_seed", split_seed, minimum=0)

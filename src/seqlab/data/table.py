@@ -52,10 +52,11 @@ class TableDataModule(ArraysDataModule):
         max_length: int | None = None,
         batch_size: int | str = "auto",
         num_workers: int = 0,
+        bucketing: bool = False,
     ) -> None:
         super().__init__(
             task, val_fraction, test_fraction, split_seed, normalize, max_length, batch_size,
-            num_workers,
+            num_workers, bucketing,
         )  # fmt: skip
         self.path = Path(path)
         check_option(

@@ -115,9 +115,10 @@ class UCRDataModule(SequenceDataModule):
         shift_std: float = 0.0,
         batch_size: int | str = 32,
         num_workers: int = 0,
+        bucketing: bool = False,
     ) -> None:
         self.auto_batch = batch_size == "auto"
-        super().__init__(32 if self.auto_batch else batch_size, num_workers)  # type: ignore[arg-type]
+        super().__init__(32 if self.auto_batch else batch_size, num_workers, bucketing)  # type: ignore[arg-type]
         check_option(
             "source",
             source,
