@@ -6,12 +6,13 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
@@ -32,8 +33,9 @@ from seqlab.utils.reporting import atomic_write, print_config_tree
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns the test metrics (also in metrics.json).
+    ``callbacks`` join the config's (a search's trial reporter: see ``seqlab.search``).
 
     The dict also holds ``<monitor>_best``, the best value of the checkpoint's monitored
     validation metric, for hyperparameter sweeps, and ``time/fit_seconds``, the wall time of
@@ -47,7 +49,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Without a fit, a checkpoint is only read (tested), so the run keeps its own folder.
     ckpt_path = resolve_ckpt_path(cfg, in_place=fitting)
     model = build_model(cfg, datamodule)
-    trainer, loggers = build_trainer(cfg)
+    trainer, loggers = build_trainer(cfg, extra_callbacks=callbacks)
     if fitting:
         keep_final_weights_without_validation(trainer, datamodule)
     csv_loggers = [logger for logger in loggers if isinstance(logger, CSVLogger)]
