@@ -92,3 +92,15 @@ def test_unknown_section_is_rejected(capsys):
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--sections", "encoder,nonsense"])
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_bucketing_section_counts_padding_both_ways(quick_results: dict[str, Any]) -> None:
+    entry = quick_results["sections"]["bucketing"]["japanese_vowels"]
+    for name in ("plain", "bucketed"):
+        assert entry[name]["epoch_s"] > 0 and entry[name]["batches"] > 0
+    # The same samples both ways: as many real steps, far fewer padded ones when bucketed.
+    assert entry["plain"]["real_steps"] == entry["bucketed"]["real_steps"] > 0
+    assert entry["bucketed"]["padded_steps"] < entry["plain"]["padded_steps"]
+    assert (
+        entry["padded_ratio"] == entry["bucketed"]["padded_steps"] / entry["plain"]["padded_steps"]
+    )
