@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import numbers
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 log = logging.getLogger("seqlab")
 
@@ -26,6 +27,13 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data file or sample that cannot be used; the message names the file and the sample."""
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """An integer (Python's or numpy's) that is not a bool: YAML's `true` would otherwise pass
+    as 1. Hydra reads `1e4` as a float, which this refuses too. Here, below every module that
+    checks a count (data, tasks, the config checks), so none imports another for it."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 #: Exit status of a run refused for a user error (as argparse uses for bad arguments).

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from seqlab.config_checks import is_int
-from seqlab.errors import ConfigError, DataError, exit_on_user_error
+from seqlab.errors import ConfigError, DataError, exit_on_user_error, is_int
 from seqlab.tasks.language_model import LanguageModel
 from seqlab.utils.reporting import atomic_write
 from seqlab.utils.trained import is_language_model_checkpoint, load_task

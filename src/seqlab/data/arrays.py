@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seqlab.config_checks import is_int
 from seqlab.data.base import (
     SPLITS,
     ChannelNormalizer,
@@ -30,7 +29,7 @@ from seqlab.data.base import (
     stratified_split,
 )
 from seqlab.data.collate import Batch, SequenceDataset, downsample, pad_collate
-from seqlab.errors import DataError
+from seqlab.errors import DataError, is_int
 
 log = logging.getLogger(__name__)
 

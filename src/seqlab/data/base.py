@@ -14,9 +14,8 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from seqlab.config_checks import is_int
 from seqlab.data.collate import Batch, pad_collate
-from seqlab.errors import ConfigError, DataError
+from seqlab.errors import ConfigError, DataError, is_int
 
 if TYPE_CHECKING:
     from lightning.pytorch.loops.progress import _ProcessedTracker

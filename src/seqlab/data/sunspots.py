@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seqlab.config_checks import is_int
 from seqlab.data.base import (
     MaskedSequenceDataset,
     SequenceDataModule,
@@ -19,6 +18,7 @@ from seqlab.data.base import (
     masked_collate,
 )
 from seqlab.data.collate import Batch
+from seqlab.errors import is_int
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seqlab.config_checks import is_int
 from seqlab.data.base import SPLITS, SequenceDataModule, check_count, check_option
 from seqlab.data.collate import Batch, SequenceDataset, pad_collate
+from seqlab.errors import is_int
 
 Sample = tuple[Tensor, Tensor]
 # Index of a split's stream among those spawned from the seed; fixed so sizes can change freely.

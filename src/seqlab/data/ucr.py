@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seqlab.config_checks import is_int
 from seqlab.data.base import (
     SPLIT_ORDERS,
     ChannelNormalizer,
@@ -34,7 +33,7 @@ from seqlab.data.collate import (
     time_warp,
 )
 from seqlab.data.sources import SOURCES, is_classification, load_split, read_pair, source_dir
-from seqlab.errors import ConfigError, DataError
+from seqlab.errors import ConfigError, DataError, is_int
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, cast
 
 import lightning as L
@@ -12,9 +13,9 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
-from seqlab.config_checks import lookahead_problems, pooling_problems
 from seqlab.errors import ConfigError
 from seqlab.nn.heads import MLPHead
+from seqlab.nn.pooling import POOLING_KINDS
 from seqlab.targets import build, target_problems
 
 if TYPE_CHECKING:
@@ -28,6 +29,29 @@ def build_encoder(config: dict[str, Any], input_size: int) -> nn.Module:
     seqlab's LSTM encoder; nothing nested is built), given ``input_size``."""
     config = {"_target_": DEFAULT_ENCODER, **config}
     return cast(nn.Module, build(config, "model.encoder", input_size=input_size))
+
+
+def lookahead_problems(encoder: Mapping[str, Any], task: str) -> Iterator[str]:
+    """Encoder options that read later steps, which a next-step (causal) ``task`` forbids."""
+    if encoder.get("bidirectional"):
+        yield (
+            f"model.encoder.bidirectional=true: {task} predicts the next step and a "
+            "bidirectional encoder would see the future; use model=lstm"
+        )
+    if encoder.get("conv_channels"):
+        yield (
+            f"model.encoder.conv_channels={list(encoder['conv_channels'])}: {task} predicts the "
+            "next step and the convolutions look ahead; use model.encoder.conv_channels=[]"
+        )
+
+
+def pooling_problems(encoder: Mapping[str, Any], task: str) -> Iterator[str]:
+    """A task that reads one vector per sequence needs the encoder to pool one."""
+    if encoder.get("pooling", "last") in (None, "none"):
+        yield (
+            f"model.encoder.pooling=null: {task} reads one vector per sequence; allowed: "
+            f"{', '.join(POOLING_KINDS)}"
+        )
 
 
 class SequenceTask(L.LightningModule):
@@ -64,12 +88,21 @@ class SequenceTask(L.LightningModule):
         # Settings may come from a checkpoint: what they name is checked before anything is built.
         settings = {"encoder": encoder, "optimizer": optimizer, "scheduler": scheduler}
         problems = list(target_problems(settings))
-        if self.causal:
-            problems += lookahead_problems(encoder, "this task")
-        if not self.per_step:
-            problems += pooling_problems(encoder, "this task")
+        problems += self.encoder_problems(encoder, "this task")
         if problems:
             raise ConfigError(*problems)
+
+    @classmethod
+    def encoder_problems(cls, encoder: Mapping[str, Any], task: str) -> list[str]:
+        """What this task needs of an encoder's settings that they do not give, one line each
+        (``task``: how the lines name it). Asked before training by the config checks and again
+        when the task is built."""
+        problems: list[str] = []
+        if cls.causal:
+            problems += lookahead_problems(encoder, task)
+        if not cls.per_step:
+            problems += pooling_problems(encoder, task)
+        return problems
 
     @_restricted_classmethod
     def load_from_checkpoint(
