@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import math
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from seqlab.export import (
     export_program,
     run_onnx,
 )
-from seqlab.nn import ENCODERS, EncoderOutput, LSTMEncoder, Pooling, lengths_to_mask
+from seqlab.nn import ENCODERS, EncoderOutput, LSTMEncoder, lengths_to_mask
 from seqlab.pipeline import build_datamodule, task_class
 from seqlab.tasks import SequenceClassifier
 from seqlab.train import train
@@ -85,48 +84,20 @@ def other_batches(cfg: DictConfig) -> list[dict[str, torch.Tensor]]:
 FORMATS = ["torch_export", "onnx"] if HAS_ONNX else ["torch_export"]
 
 
-def sinusoids(steps: int, size: int, like: Tensor) -> Tensor:
-    """(T, size) sinusoidal positions (Vaswani et al., 2017): any T, nothing learned."""
-    position = torch.arange(steps, device=like.device, dtype=like.dtype).unsqueeze(1)
-    rate = torch.exp(torch.arange(0, size, 2, device=like.device) * (-math.log(1e4) / size))
-    return torch.cat([torch.sin(position * rate), torch.cos(position * rate)], dim=-1)
+def guide_transformer() -> type[nn.Module]:
+    """The Transformer encoder of docs/forking.md, run from the guide's own code block: the
+    encoder a fork adds by following it, defined in this module (as `target` names it)."""
+    from tests.test_forking_guide import BLOCKS
+
+    (block,) = [b for b in BLOCKS if b.path == "src/seqlab/nn/transformer.py"]
+    namespace: dict[str, object] = {"__name__": __name__}
+    exec(compile(block.text, "docs/forking.md: src/seqlab/nn/transformer.py", "exec"), namespace)
+    cls = namespace["TransformerEncoder"]
+    assert isinstance(cls, type)
+    return cls
 
 
-class TransformerEncoder(nn.Module):
-    """(B, T, D) padded batch, (B,) lengths -> EncoderOutput, by self-attention over each
-    sequence's real steps: an encoder a fork adds (docs/forking.md's interface). It has no
-    recurrent state: the state returned is a pair of (1, B, 1) zeros."""
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int = 32,
-        num_layers: int = 1,
-        *,
-        num_heads: int = 2,
-        dropout: float = 0.1,
-        pooling: str | None = "mean",
-    ) -> None:
-        super().__init__()
-        self.input = nn.Linear(input_size, hidden_size)
-        layer = nn.TransformerEncoderLayer(
-            hidden_size, num_heads, 2 * hidden_size, dropout, batch_first=True
-        )
-        self.layers = nn.TransformerEncoder(layer, num_layers)
-        self.output_size = hidden_size
-        self.pooling = None if pooling in (None, "none") else Pooling(pooling, hidden_size)
-
-    def forward(
-        self, x: Tensor, lengths: Tensor | None = None, state: tuple[Tensor, Tensor] | None = None
-    ) -> EncoderOutput:
-        real = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        if lengths is not None:
-            real = lengths_to_mask(lengths.to(x.device), x.size(1))
-        h = self.input(x) + sinusoids(x.size(1), self.output_size, x)
-        outputs = self.layers(h, src_key_padding_mask=~real) * real.unsqueeze(-1)
-        features = None if self.pooling is None else self.pooling(outputs, lengths)
-        zeros = outputs.new_zeros(1, x.size(0), 1)
-        return EncoderOutput(features, outputs, (zeros, zeros))
+TransformerEncoder = guide_transformer()
 
 
 class BranchingEncoder(TransformerEncoder):

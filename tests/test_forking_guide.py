@@ -91,8 +91,9 @@ def fork(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         if block.kind == "run":
             continue
         text = block.text
-        if block.kind == "patch":
-            text = apply_patch((ROOT / block.path).read_text(), block.text)
+        if block.kind == "patch":  # onto an earlier patch of the same file, if any
+            base = root / block.path if (root / block.path).exists() else ROOT / block.path
+            text = apply_patch(base.read_text(), block.text)
         (root / block.path).parent.mkdir(parents=True, exist_ok=True)
         (root / block.path).write_text(text)
     new_modules = [
