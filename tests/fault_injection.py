@@ -54,3 +54,22 @@ class NaNInputsAt(Callback):
     ) -> None:
         if trainer.global_step in self.steps:
             batch["x"].fill_(float("nan"))
+
+
+class SignalAtTestBatch(Callback):
+    """Sends ``signum`` to this process after test batch ``batch``."""
+
+    def __init__(self, batch: int, signum: int = signal.SIGTERM) -> None:
+        self.batch, self.signum = batch, signum
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), self.signum)

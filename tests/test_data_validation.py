@@ -39,7 +39,12 @@ GOOD = ["1.0,2.0,3.0:a", "2.0,1.0,0.5,0.1:b", "0.3,0.2:c", "1.5,2.5,3.5:a"]
         (GOOD, [*GOOD, "1.0,inf:b"], r"Bad_TEST\.ts: sample 4 has NaN or inf values"),
         (GOOD, [*GOOD, "1,2:3,4:a"], r"Bad_TEST\.ts: not a readable \.ts file: Inconsistent"),
         (GOOD, ["1,2:3,4:a"], r"Bad_TEST\.ts: test samples have 2 channels, training samples 1"),
-        (GOOD, ["1.0,2.0:d"], r"Bad_TEST\.ts: class labels \['d'\] never occur in .*Bad_TRAIN"),
+        # Declared (a b c), but not in training; an undeclared one: tests/test_bad_inputs.py.
+        (
+            [row for row in GOOD if not row.endswith(":c")],
+            ["1.0,2.0:c"],
+            r"Bad_TEST\.ts: class labels \['c'\] never occur in .*Bad_TRAIN",
+        ),
         (["not numbers at all"], GOOD, r"Bad_TRAIN\.ts: sample 0 is empty"),
     ],
 )

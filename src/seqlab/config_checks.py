@@ -12,10 +12,14 @@ from __future__ import annotations
 import difflib
 import inspect
 import numbers
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeGuard, cast
 
 import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -40,27 +44,40 @@ FROM_DATA = (
     "target_mean",
     "target_std",
 )
+# Lightning seeds NumPy too, which takes 32-bit unsigned seeds only.
+SEED_RANGE = (0, 2**32 - 1)
+# What a simple annotation asks of a value, as `check_number` words it.
+KINDS = {bool: "true or false", int: "an integer", float: "a number"}
 
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` naming every problem found in ``cfg`` (train, eval, predict...)."""
-    problems = list(config_problems(cfg))
+    # One line per problem: a value that two checks refuse alike is named once.
+    problems = list(dict.fromkeys(config_problems(cfg)))
     if problems:
         raise ConfigError(*problems)
 
 
 def config_problems(cfg: DictConfig) -> Iterator[str]:
+    yield from group_problems(cfg)
+    # The trainer's and the schedule's values are checked by hand below: seqlab allows `auto`
+    # where their annotations say int.
     for group in ("data", "trainer", "model.optimizer", "model.scheduler"):
         node = OmegaConf.select(cfg, group)
         # A model target not allowed is refused below (model_problems), never imported.
         allowed = ALLOWED[group[6:]][0] if group.startswith("model.") else None
         targeted = isinstance(node, DictConfig) and "_target_" in node
         if targeted and (allowed is None or node._target_ in allowed):
-            yield from unknown_keys(node, group)
+            typed = group in ("data", "model.optimizer")
+            yield from unknown_keys(node, group, typed=typed)
     for group in ("callbacks", "logger"):
         for name, node in (cfg.get(group) or {}).items():
             if isinstance(node, DictConfig) and "_target_" in node:
-                yield from unknown_keys(node, f"{group}.{name}")
+                yield from unknown_keys(node, f"{group}.{name}", typed=True)
+    if "seed" in cfg:
+        seed = cfg.seed
+        if seed is not None and not (is_int(seed) and SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
+            yield f"seed={seed!r}: must be an integer in [0, 2**32 - 1], or null (a random one)"
     if "model" in cfg:
         yield from model_problems(cfg)
     if "trainer" in cfg:
@@ -69,6 +86,30 @@ def config_problems(cfg: DictConfig) -> Iterator[str]:
     yield from logger_problems(cfg)
     if OmegaConf.select(cfg, "trainer.max_epochs") == "auto":
         yield from budget_problems(cfg.get("budget"))
+
+
+def group_problems(cfg: DictConfig) -> Iterator[str]:
+    """Options of config groups that do not exist. Hydra refuses them itself, except in the
+    groups the defaults list marks `optional` (experiment, debug, ...): there it drops a typo
+    without a word, and ``experiment=nosuch`` would train the default setup."""
+    hydra = cfg.get("hydra") or (HydraConfig.get() if HydraConfig.initialized() else None)
+    # Outside a Hydra app (or compose) there is no search path to list the options of.
+    if hydra is None or not GlobalHydra.instance().is_initialized():
+        return
+    loader = GlobalHydra.instance().config_loader()
+    for group, option in hydra.runtime.choices.items():
+        if not isinstance(option, str) or str(group).startswith("hydra/"):
+            continue
+        options = loader.get_group_options(str(group))
+        if option not in options:  # it may come from a folder of hydra.searchpath=[...]
+            options = loader.get_group_options(
+                str(group), config_name=hydra.job.config_name, overrides=list(hydra.overrides.hydra)
+            )
+        if option not in options:
+            yield (
+                f"{group}={option}: no such option in the config group {group}; available: "
+                f"{', '.join(options)}"
+            )
 
 
 def budget_problems(budget: DictConfig | None) -> Iterator[str]:
@@ -111,7 +152,10 @@ def schedule_problems(cfg: DictConfig) -> Iterator[str]:
     target = str(scheduler.get("_target_", "")) if isinstance(scheduler, DictConfig) else ""
     if target.endswith(".CosineAnnealingLR"):
         t_max = scheduler.get("T_max")
-        if not (is_int(t_max) and t_max >= 1) and t_max != "auto":  # auto: set from the data
+        epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+        # T_max follows trainer.max_epochs: a bad value there is named there, once.
+        echo = t_max == epochs and not valid_epochs(epochs)
+        if not (is_int(t_max) and t_max >= 1) and t_max != "auto" and not echo:  # auto: from data
             yield (
                 f"model.scheduler.T_max={t_max}: must be a positive number of epochs (it "
                 "follows trainer.max_epochs; with no epoch limit set model.scheduler.T_max, or "
@@ -145,9 +189,16 @@ def schedule_problems(cfg: DictConfig) -> Iterator[str]:
 
 
 def unknown_keys(
-    node: DictConfig, path: str, target: Callable[..., Any] | None = None, ignore: tuple = ()
+    node: DictConfig,
+    path: str,
+    target: Callable[..., Any] | None = None,
+    ignore: tuple = (),
+    typed: bool = False,
 ) -> Iterator[str]:
-    """Keys of ``node`` that ``target`` (default: the node's ``_target_``) does not take."""
+    """Keys of ``node`` that ``target`` (default: the node's ``_target_``) does not take; with
+    ``typed``, also values of the wrong type for a parameter annotated ``bool``, ``int`` or
+    ``float`` (or one of these or None), which would otherwise fail deep in the first step
+    (``bidirectional=maybe``) or compare a string with a number (``val_fraction=abc``)."""
     if target is None:
         try:
             target = get_object(node._target_)
@@ -157,13 +208,49 @@ def unknown_keys(
     params = parameters(target)
     if params is None:  # takes **kwargs: anything goes
         return
+    hints = type_hints(target) if typed else {}
     for key in node:
-        if key in HYDRA_KEYS or key in params or key in ignore:
+        if key in HYDRA_KEYS or key in ignore:
+            continue
+        if key in params:
+            # `???`: a value still to give, which the module asks for by name.
+            missing = OmegaConf.is_missing(node, str(key))
+            problem = None if missing else type_problem(node[key], hints.get(str(key)))
+            if problem:
+                yield f"{path}.{key!s}={node[key]!r}: {problem}"
             continue
         close = difflib.get_close_matches(str(key), params, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         name = getattr(target, "__name__", str(target))
         yield f"{path}.{key!s}: unknown key{hint}; {name} takes: {', '.join(sorted(params))}"
+
+
+def type_hints(target: Callable[..., Any]) -> dict[str, Any]:
+    """The parameters' type hints of ``target`` (its ``__init__`` for a class), or none where
+    they cannot be resolved."""
+    fn = target.__init__ if inspect.isclass(target) else target
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        return {}
+
+
+def type_problem(value: object, hint: Any) -> str | None:
+    """What is wrong with ``value`` for a parameter annotated ``hint`` (``bool``, ``int``,
+    ``float``, or one of these or None; other hints are not checked), or None."""
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        hint = args[0] if len(args) == 1 else None
+    if hint not in KINDS or (value is None and optional):
+        return None
+    ok = {
+        bool: isinstance(value, bool),
+        int: is_int(value),
+        float: isinstance(value, numbers.Real) and not isinstance(value, bool),
+    }[hint]
+    return None if ok else f"must be {KINDS[hint]}{' (or null)' if optional else ''}"
 
 
 def parameters(target: Callable[..., Any]) -> list[str] | None:
@@ -192,7 +279,9 @@ def model_problems(cfg: DictConfig) -> Iterator[str]:
     if isinstance(encoder, DictConfig):
         target = encoder.get("_target_", ENCODER)
         if target in (ENCODER, "seqlab.nn.encoder.LSTMEncoder"):
-            yield from unknown_keys(encoder, "model.encoder", get_object(ENCODER), ("input_size",))
+            yield from unknown_keys(
+                encoder, "model.encoder", get_object(ENCODER), ("input_size",), typed=True
+            )
             yield from encoder_problems(encoder)
             if task_cls is not None and task_cls.causal:
                 yield from lookahead_problems(encoder, "the data's task")
@@ -202,7 +291,9 @@ def model_problems(cfg: DictConfig) -> Iterator[str]:
     if isinstance(head, DictConfig):
         from seqlab.nn.heads import MLPHead
 
-        yield from unknown_keys(head, "model.head", MLPHead, ("input_size", "output_size"))
+        yield from unknown_keys(
+            head, "model.head", MLPHead, ("input_size", "output_size"), typed=True
+        )
         yield from check_number(head, "model.head", "hidden_size", int, lo=0)
         yield from check_number(head, "model.head", "dropout", float, lo=0, hi_open=1)
     optimizer = model.get("optimizer")
@@ -297,10 +388,15 @@ def conv_problems(encoder: DictConfig, path: str) -> Iterator[str]:
         )
 
 
+def valid_epochs(epochs: object) -> bool:
+    return epochs in (None, "auto") or (is_int(epochs) and (epochs >= 1 or epochs == -1))
+
+
 def trainer_problems(trainer: DictConfig) -> Iterator[str]:
+    yield from accelerator_problems(trainer)
     yield from precision_problems(trainer)
     epochs = trainer.get("max_epochs")
-    if epochs not in (None, "auto") and not (is_int(epochs) and (epochs >= 1 or epochs == -1)):
+    if not valid_epochs(epochs):
         yield (
             f"trainer.max_epochs={epochs!r}: must be a positive integer, -1 (no limit) or auto "
             "(from the training split's size and `budget`)"
@@ -308,6 +404,38 @@ def trainer_problems(trainer: DictConfig) -> Iterator[str]:
     clip = trainer.get("gradient_clip_val")
     if clip is not None and not (isinstance(clip, (int, float)) and clip >= 0):
         yield f"trainer.gradient_clip_val={clip}: must be >= 0 (or null: no clipping)"
+    # Lightning divides by these, or loops on them, before it checks them.
+    for key, least in (
+        ("accumulate_grad_batches", 1),
+        ("check_val_every_n_epoch", 1),
+        ("log_every_n_steps", 1),
+        ("min_epochs", 0),
+    ):
+        value = trainer.get(key)
+        if value is not None and not (is_int(value) and value >= least):
+            kind = "a positive integer" if least else "an integer >= 0"
+            yield f"trainer.{key}={value!r}: must be {kind}"
+    for stage in ("train", "val", "test"):
+        limit = trainer.get(f"limit_{stage}_batches")
+        fraction = isinstance(limit, float) and 0 <= limit <= 1
+        if limit is not None and not (fraction or (is_int(limit) and limit >= 0)):
+            yield (
+                f"trainer.limit_{stage}_batches={limit!r}: must be a number of batches (an "
+                "integer >= 0) or a fraction of them in [0.0, 1.0]"
+            )
+
+
+def accelerator_problems(trainer: DictConfig) -> Iterator[str]:
+    """A device this machine lacks: Lightning would refuse it with a traceback."""
+    accelerator = trainer.get("accelerator", "auto")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        yield (
+            f"trainer.accelerator={accelerator}: torch finds no CUDA GPU here "
+            "(torch.cuda.is_available() is false); use trainer=default (the CPU), or run where "
+            "a GPU and a CUDA build of torch are"
+        )
+    elif accelerator == "mps" and not torch.backends.mps.is_available():
+        yield "trainer.accelerator=mps: torch finds no Apple GPU here; use trainer=default"
 
 
 def check_number(

@@ -29,6 +29,10 @@ class DataError(UserError):
     """A data file or sample that cannot be used; the message names the file and the sample."""
 
 
+class WriteError(UserError):
+    """A file the run must write that cannot be (a full disk); the message names the path."""
+
+
 def is_int(value: object) -> TypeGuard[int]:
     """An integer (Python's or numpy's) that is not a bool: YAML's `true` would otherwise pass
     as 1. Hydra reads `1e4` as a float, which this refuses too. Here, below every module that

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,9 +16,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqlab.callbacks.graceful_stop import GracefulStop
+from seqlab.callbacks.graceful_stop import GracefulStop, TrainingStopped
+from seqlab.callbacks.monitors import MonitorCheck
 from seqlab.callbacks.resume import ExactResume, run_identity
 from seqlab.config_checks import check_precision
 from seqlab.errors import ConfigError
@@ -116,6 +119,13 @@ def build_trainer(
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = list(extra_callbacks)
     if with_callbacks:
+        monitors = {
+            node.monitor: f"callbacks.{name}.monitor"
+            for name, node in (cfg.get("callbacks") or {}).items()
+            if isinstance(node, DictConfig) and node.get("monitor")
+        }
+        # First: it must look before the callbacks that read the metrics.
+        callbacks.insert(0, MonitorCheck(monitors))
         callbacks += instantiate_callbacks(cfg.get("callbacks"), bool(loggers))
         # Not optional: what makes a stopped run resumable, and a resumed one exact.
         callbacks += [ExactResume(run_identity(cfg)), GracefulStop()]
@@ -141,8 +151,21 @@ def test_and_report(
     ckpt_path: str | None,
     run_dir: str | Path,
 ) -> dict[str, float]:
-    """Run the test stage, then write ``metrics.json`` in the run folder and print a table."""
-    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    """Run the test stage, then write ``metrics.json`` in the run folder and print a table.
+
+    A SIGTERM during the test ends the run with 128 + 15, as one during the fit does: Lightning
+    would raise a ``SystemExit`` without a status, and a run that wrote no metrics would exit 0.
+    """
+    try:
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    except SIGTERMException:
+        again = f"python scripts/eval.py ckpt_path={ckpt_path}" if ckpt_path else "the run again"
+        log.error(
+            "error: SIGTERM during the test: the test did not finish and no metrics.json was "
+            "written (the checkpoints are intact); test with %s",
+            again,
+        )
+        raise TrainingStopped(signal.SIGTERM) from None
     metrics = {
         key: float(value)
         for key, value in trainer.callback_metrics.items()

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
 from seqlab.callbacks.graceful_stop import GracefulStop, TrainingStopped
-from seqlab.callbacks.resume import RUN_KEY, identity_changes, run_identity
+from seqlab.callbacks.resume import RUN_KEY, check_resume, identity_changes, run_identity
 from seqlab.config_checks import check_config
 from seqlab.errors import ConfigError, exit_on_user_error
 from seqlab.pipeline import (
@@ -29,6 +28,8 @@ from seqlab.pipeline import (
 )
 from seqlab.utils.loggers import CSVLogger, finish_loggers
 from seqlab.utils.reporting import atomic_write, print_config_tree
+from seqlab.utils.run_folder import lock_run_folder
+from seqlab.utils.trained import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     # Without a fit, a checkpoint is only read (tested), so the run keeps its own folder.
     ckpt_path = resolve_ckpt_path(cfg, in_place=fitting)
     model = build_model(cfg, datamodule)
+    if ckpt_path is not None:  # before anything is written: a file that cannot go on is refused
+        check_resume(ckpt_path, peek_checkpoint(ckpt_path), run_identity(cfg), model, fitting)
     trainer, loggers = build_trainer(cfg, extra_callbacks=callbacks)
     if fitting:
         keep_final_weights_without_validation(trainer, datamodule)
@@ -136,13 +139,15 @@ def resolve_ckpt_path(cfg: DictConfig, in_place: bool = True) -> str | None:
     if in_place and path.parent.name == "checkpoints" and cfg.get("resume_in_place", True):
         with open_dict(cfg):
             cfg.paths.output_dir = str(path.parent.parent)
+        lock_run_folder(cfg.paths.output_dir)  # two resumes of one run would mix its folder
         log.info("resuming %s in its run folder %s", path, cfg.paths.output_dir)
     return str(path)
 
 
 def peek_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's contents, memory-mapped: its small entries read, the weights not."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    """A checkpoint's contents, memory-mapped: its small entries read, the weights not; a
+    file that is not a seqlab checkpoint (cut short, pickled objects) is refused, named."""
+    return read_checkpoint(path, mmap=True)
 
 
 def requeued_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:

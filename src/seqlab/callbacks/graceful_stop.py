@@ -17,6 +17,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,10 @@ class GracefulStop(Callback):
         elif isinstance(exception, TrainingStopped):
             signum = exception.signum
         else:
+            return
+        # Outside a fit (the test after it) there is no training to resume, and the weights
+        # loaded for the test would overwrite the fit's last.ckpt.
+        if trainer.state.fn != TrainerFn.FITTING:
             return
         path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(path)

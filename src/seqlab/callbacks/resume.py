@@ -10,6 +10,7 @@ resumed mid-epoch goes on with the very next batch (``seqlab.data.base.Resumable
 from __future__ import annotations
 
 import json
+import logging
 import random
 from typing import Any, cast
 
@@ -18,6 +19,11 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from seqlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 RNG_KEY = "rng_states"
 PER_RANK_KEY = "rng_states_per_rank"
@@ -26,6 +32,8 @@ RUN_KEY = "seqlab_run"
 # that folder's run only if they agree (loggers and callbacks may differ; the trainer too,
 # except where the model's config reads it, as the default schedule's T_max does).
 RUN_KEYS = ("seed", "data", "model")
+# Where the data is read from and with how many workers: the same samples either way.
+READING_KEYS = ("data.num_workers", "data.data_dir")
 
 
 def run_identity(cfg: DictConfig) -> str:
@@ -56,6 +64,68 @@ def identity_changes(saved: str, current: str) -> list[str]:
         for key in sorted(old.keys() | new.keys())
         if old.get(key) != new.get(key)
     ]
+
+
+def check_resume(
+    ckpt_path: str, checkpoint: dict[str, Any], identity: str, model: nn.Module, fitting: bool
+) -> None:
+    """Before a checkpoint is resumed (``fitting``) or tested: refuse it where its weights do
+    not fit ``model``, and where a run stopped mid-epoch would go on with another seed or
+    data (the rest of that epoch would be other samples than it left: some twice, some
+    never); warn, naming each, where other settings than its run's go on (results differ from
+    an uninterrupted run's, but nothing is lost)."""
+    saved = checkpoint.get(RUN_KEY)
+    changes = identity_changes(saved, identity) if saved is not None else []
+    misfit = weight_misfit(checkpoint["state_dict"], model.state_dict())
+    if misfit:
+        # The network's settings, not the optimizer's or the schedule's.
+        training = ("model.optimizer", "model.scheduler")
+        named = [c for c in changes if c.startswith("model.") and not c.startswith(training)][:3]
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: its weights do not fit this model "
+            f"({'; '.join(named) or misfit}); give the model settings it was trained with, or "
+            "start a new run without ckpt_path"
+        )
+    changes = [change for change in changes if not change.startswith(READING_KEYS)]
+    if not fitting or not changes:
+        return
+    stopped_at = mid_epoch(checkpoint)
+    order = [change for change in changes if change.startswith(("seed", "data."))]
+    if stopped_at is not None and order:
+        epoch, batches = stopped_at
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: stopped after batch {batches} of epoch {epoch}, and "
+            f"{'; '.join(order[:3])}: the rest of that epoch would train on other samples than "
+            "it left; resume with the settings it was saved with"
+        )
+    log.warning(
+        "ckpt_path=%s: resuming with other settings than the run that saved it (%s); the "
+        "result will differ from an uninterrupted run's",
+        ckpt_path,
+        "; ".join(changes),
+    )
+
+
+def weight_misfit(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The first weight that ``saved`` lacks, has extra, or holds in another shape, or None."""
+    for key in sorted(current.keys() | saved.keys()):
+        if key not in saved or key not in current:
+            where = "the checkpoint lacks" if key not in saved else "the model has no"
+            return f"{where} {key}"
+        if tuple(saved[key].shape) != tuple(current[key].shape):
+            return f"{key}: {tuple(saved[key].shape)} there, {tuple(current[key].shape)} here"
+    return None
+
+
+def mid_epoch(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
+    """``(epoch, batches of it trained)`` for a checkpoint saved within an epoch (as a stop by
+    signal saves it), None for one saved at an epoch's end (see ``train_position``)."""
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs = loops.get("epoch_progress", {}).get("current", {})
+    if epochs.get("started", 0) <= epochs.get("processed", 0):
+        return None
+    batches = loops.get("epoch_loop.batch_progress", {}).get("current", {})
+    return int(epochs["processed"]), int(batches.get("completed", 0))
 
 
 def rng_states() -> dict[str, Any]:

@@ -31,13 +31,20 @@ _FOLDERS = {
 
 
 def is_classification(path: Path) -> bool:
+    return declared_labels(path) is not None
+
+
+def declared_labels(path: Path) -> list[str] | None:
+    """The class labels a `.ts` file's header declares (``@classLabel true a b c``), or None
+    where it declares no classes (``@classLabel false``, a bare ``@classLabel``, none)."""
     with path.open(encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.lower().startswith("@classlabel"):
-                return line.lower().split()[1:2] == ["true"]  # a bare "@classLabel": no
+                words = line.split()
+                return words[2:] if words[1:2] and words[1].lower() == "true" else None
             if line.lower().startswith("@data"):
                 break
-    return False
+    return None
 
 
 def load_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
@@ -61,6 +68,18 @@ def load_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     channels = {x.shape[1] for x in series}
     if len(channels) != 1:
         raise DataError(f"{path}: samples have different channel counts {sorted(channels)}")
+    # aeon reads any label after the last colon: a typo would become a class of its own.
+    # Case aside: BasicMotions declares "Standing" and labels its samples "standing".
+    declared = declared_labels(path)
+    if declared:
+        allowed = {label.lower() for label in _labels(np.asarray(declared))}
+        for i, label in enumerate(map(str, _labels(np.asarray(y)))):
+            if label.lower() not in allowed:
+                raise DataError(
+                    f"{path}: sample {i} has class label {label!r}, which the header does not "
+                    f"declare (@classLabel true {' '.join(declared)}); correct the label, or "
+                    "add it to the @classLabel line"
+                )
     return series, np.asarray(y)
 
 

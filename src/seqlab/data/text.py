@@ -280,10 +280,11 @@ class CharLMDataModule(L.LightningDataModule, abc.ABC):
     def _check_length(self, split: str, world_size: int) -> None:
         streams = self.batch_size * world_size
         if self.ids[split].numel() < 2 * streams:
-            raise ValueError(
-                f"the {split} split has {self.ids[split].numel()} characters, too few for "
-                f"{streams} streams (data.batch_size={self.batch_size} x {world_size} ranks) of "
-                "2 or more characters; lower data.batch_size or use more text"
+            where = getattr(self, "path", None) or type(self).__name__  # the file, if one
+            raise DataError(
+                f"{where}: the {split} split has {self.ids[split].numel()} characters, too "
+                f"few for {streams} streams (data.batch_size={self.batch_size} x {world_size} "
+                "ranks) of 2 or more characters; lower data.batch_size or use more text"
             )
         if split == "train":  # each epoch reads its own run of chunks: it needs one at least
             chunks = math.ceil((self.ids[split].numel() // streams - 1) / self.bptt)

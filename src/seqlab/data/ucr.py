@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 def _split_files(folder: Path, name: str) -> tuple[Path, Path] | None:
     for base in (folder / name, folder):
         train, test = base / f"{name}_TRAIN.ts", base / f"{name}_TEST.ts"
+        for path in (train, test):
+            if path.exists() and not path.is_file():
+                raise DataError(f"{path}: a folder, not a .ts file; put the file itself there")
         if train.is_file() and test.is_file():
             return train, test
     return None
@@ -54,7 +57,8 @@ def available_datasets(data_dir: str | Path | None = None) -> list[str]:
     for folder in folders:
         for train in folder.glob("**/*_TRAIN.ts"):
             name = train.name[: -len("_TRAIN.ts")]
-            if train.with_name(f"{name}_TEST.ts").is_file() and is_classification(train):
+            test = train.with_name(f"{name}_TEST.ts")
+            if train.is_file() and test.is_file() and is_classification(train):
                 names.add(name)
     return sorted(names)
 
@@ -197,6 +201,11 @@ class UCRDataModule(SequenceDataModule):
             train_x, train_y, test_x, test_y = load_split(self.source, self.name)
             train_file = test_file = Path(f"{self.source}:{self.name}")
         self.class_names = [str(c) for c in np.unique(train_y)]
+        if len(self.class_names) < 2:
+            raise DataError(
+                f"{train_file}: its {len(train_y)} sample(s) are all of class "
+                f"{self.class_names[0]!r}; a classifier needs two classes or more to train on"
+            )
         unknown = sorted(set(map(str, test_y)) - set(self.class_names))
         if unknown:
             raise DataError(f"{test_file}: class labels {unknown} never occur in {train_file}")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from seqlab.errors import WriteError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -31,5 +35,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(partial, path)
+        except (OSError, RuntimeError) as error:
+            reason = disk_full(error)
+            if reason is None:
+                raise
+            raise WriteError(
+                f"{path}: the checkpoint could not be written, disk full ({reason}); the "
+                f"previous {path.name}, if any, is intact. Free space on that disk (or set "
+                "paths.log_dir to another one), then resume with ckpt_path=last"
+            ) from error
         finally:
             partial.unlink(missing_ok=True)
+
+
+def disk_full(error: BaseException) -> str | None:
+    """How ``error`` says the disk is full, or None. Written to a file object, a full disk
+    raises ENOSPC (EDQUOT: over quota); torch's zip writer, given a path, says only that its
+    position is off ("unexpected pos 704 vs 598") after a short write."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return os.strerror(error.errno)
+    found = re.search(r"unexpected pos \d+ vs \d+", str(error))
+    if isinstance(error, RuntimeError) and found:
+        return f"torch's writer stopped part-way: {found[0]}"
+    return None

@@ -29,8 +29,9 @@ from seqlab.tasks import SequenceTask
 log = logging.getLogger(__name__)
 
 
-def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, after checking it is a seqlab checkpoint."""
+def read_checkpoint(ckpt_path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint's contents, after checking it is a seqlab checkpoint; with ``mmap`` its
+    tensors are memory-mapped, not read (what a resume peeks at is small)."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
@@ -40,7 +41,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     if magic != b"PK\x03\x04" and not magic.startswith(b"\x80"):
         raise DataError(f"ckpt_path={ckpt_path}: not a PyTorch checkpoint (no torch.save format)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         what = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         raise DataError(
@@ -50,8 +51,9 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise DataError(
-            f"ckpt_path={ckpt_path}: not a readable PyTorch checkpoint ({type(error).__name__}: "
-            f"{str(error).strip()[:200]})"
+            f"ckpt_path={ckpt_path}: not a readable PyTorch checkpoint, cut short or damaged "
+            f"({type(error).__name__}: {str(error).strip()[:200]}); give another one, e.g. the "
+            "run's checkpoints/last.ckpt"
         ) from None
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict) or "state_dict" not in checkpoint or "encoder" not in hparams:
