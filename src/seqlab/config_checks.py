@@ -14,8 +14,8 @@ import inspect
 import numbers
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeGuard, cast
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import torch
 from hydra.core.global_hydra import GlobalHydra
@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from seqlab.errors import ConfigError
+from seqlab.errors import ConfigError, is_int
 from seqlab.nn.encoder import CONV_MODES
 from seqlab.nn.init_state import INIT_STATE_KINDS
 from seqlab.nn.lstm import IMPLS
@@ -283,10 +283,8 @@ def model_problems(cfg: DictConfig) -> Iterator[str]:
                 encoder, "model.encoder", get_object(ENCODER), ("input_size",), typed=True
             )
             yield from encoder_problems(encoder)
-            if task_cls is not None and task_cls.causal:
-                yield from lookahead_problems(encoder, "the data's task")
-            if task_cls is not None and not task_cls.per_step:
-                yield from pooling_problems(encoder, "the data's task")
+            if task_cls is not None:
+                yield from task_cls.encoder_problems(encoder, "the data's task")
     head = model.get("head")
     if isinstance(head, DictConfig):
         from seqlab.nn.heads import MLPHead
@@ -299,29 +297,6 @@ def model_problems(cfg: DictConfig) -> Iterator[str]:
     optimizer = model.get("optimizer")
     if isinstance(optimizer, DictConfig) and "lr" in optimizer:
         yield from check_number(optimizer, "model.optimizer", "lr", float, lo_open=0)
-
-
-def lookahead_problems(encoder: Mapping[str, Any], task: str) -> Iterator[str]:
-    """Encoder options that read later steps, which a next-step (causal) ``task`` forbids."""
-    if encoder.get("bidirectional"):
-        yield (
-            f"model.encoder.bidirectional=true: {task} predicts the next step and a "
-            "bidirectional encoder would see the future; use model=lstm"
-        )
-    if encoder.get("conv_channels"):
-        yield (
-            f"model.encoder.conv_channels={list(encoder['conv_channels'])}: {task} predicts the "
-            "next step and the convolutions look ahead; use model.encoder.conv_channels=[]"
-        )
-
-
-def pooling_problems(encoder: Mapping[str, Any], task: str) -> Iterator[str]:
-    """A task that reads one vector per sequence needs the encoder to pool one."""
-    if encoder.get("pooling", "last") in (None, "none"):
-        yield (
-            f"model.encoder.pooling=null: {task} reads one vector per sequence; allowed: "
-            f"{', '.join(POOLING_KINDS)}"
-        )
 
 
 def data_task(cfg: DictConfig) -> Any:
@@ -465,12 +440,6 @@ def check_number(
     elif hi_open is not None and value >= hi_open:
         bound = f"[{lo}, {hi_open})" if lo is not None else f"< {hi_open}"
         yield f"{path}.{key}={value}: must be in {bound}"
-
-
-def is_int(value: object) -> TypeGuard[int]:
-    """An integer (Python's or numpy's) that is not a bool: YAML's `true` would otherwise pass
-    as 1. Hydra reads `1e4` as a float, which this refuses too."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_choice(node: DictConfig, path: str, key: str, allowed: tuple) -> Iterator[str]:
