@@ -263,6 +263,16 @@ BAD = {
 }
 
 
+def refused(overrides: list[str], caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The ``error:`` lines of a search that ``overrides`` make exit with status 2."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose_search(*overrides)
+        with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as stop:
+            search_module.main(cfg)
+    assert stop.value.code == 2
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("error:")]
+
+
 @pytest.mark.parametrize("case", list(BAD))
 def test_a_bad_search_config_is_refused_before_anything_is_written(
     root: Path, case: str, caplog: pytest.LogCaptureFixture
@@ -273,12 +283,7 @@ def test_a_bad_search_config_is_refused_before_anything_is_written(
         *TINY_TRIAL,
         *extra,
     ]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose_search(*overrides)
-        with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as stop:
-            search_module.main(cfg)
-    assert stop.value.code == 2
-    errors = [r.getMessage() for r in caplog.records if r.getMessage().startswith("error:")]
+    errors = refused(overrides, caplog)
     assert len(errors) == 1 and expected in errors[0], errors
     assert not study_dir(root).exists()
 
@@ -292,12 +297,7 @@ def test_a_metric_the_run_does_not_log_is_named_after_the_first_epoch(
         "trainer.max_epochs=3",
         "search.metric=val/acc",  # a regression: val/loss, val/mae, val/mse
     ]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose_search(*overrides)
-        with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as stop:
-            search_module.main(cfg)
-    assert stop.value.code == 2
-    errors = [r.getMessage() for r in caplog.records if r.getMessage().startswith("error:")]
+    errors = refused(overrides, caplog)
     assert len(errors) == 1
     assert errors[0].startswith("error: search.metric=val/acc: the run does not log it")
     assert "val/mse" in errors[0]
