@@ -38,8 +38,12 @@ def samples(dataset) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     ]
 
 
-@pytest.mark.parametrize("name", ["GunPoint", "BasicMotions"])  # one channel, six
-def test_a_ucr_set_as_a_folder_gives_data_ucr_exactly(tmp_path, name) -> None:
+# One channel stored z-scored, one stored raw (its level and spread become channels), six.
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [("GunPoint", "series"), ("UnitTest", "series_scale"), ("BasicMotions", "channel")],
+)
+def test_a_ucr_set_as_a_folder_gives_data_ucr_exactly(tmp_path, name, mode) -> None:
     # The oracle: the same series, labels and split through both modules (data=ucr's recipe,
     # data=folder's defaults), sample by sample.
     ucr = UCRDataModule(
@@ -48,6 +52,7 @@ def test_a_ucr_set_as_a_folder_gives_data_ucr_exactly(tmp_path, name) -> None:
     folder = FolderDataModule(ucr_as_folder(name, tmp_path / name), max_length=64)
     ucr.setup()
     folder.setup()
+    assert ucr.normalize == folder.normalize == mode
     assert folder.task == "classification" and folder.class_names == ucr.class_names
     assert folder.model_kwargs() == ucr.model_kwargs()
     for split in ("train", "test"):

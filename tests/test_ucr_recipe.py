@@ -10,8 +10,11 @@ import torch
 from omegaconf import OmegaConf
 
 from seqlab.data.base import (
+    SeriesScale,
     auto_batch_size,
+    carries_no_scale,
     downsample_factor,
+    fit_normalizer,
     normalize_mode,
     resolve_normalize,
     standardize_series,
@@ -111,17 +114,81 @@ def test_standardize_series_zscores_each_channel_over_its_own_steps():
     assert standardize_series(torch.tensor([[5.0, 1.0]])).tolist() == [[0.0, 0.0]]
 
 
-def test_auto_normalisation_zscores_a_univariate_set_by_series_and_a_multivariate_by_channel(
-    tmp_path,
-):
-    assert resolve_normalize("auto", 1) == "series" and resolve_normalize("auto", 6) == "channel"
-    assert resolve_normalize("none", 1) == "none"
-    # Covid3Month_disc is stored raw (0 to 20,341): each series now reads as a z-score.
+def zscored(rng, count, length, ddof=0):
+    x = rng.normal(size=(count, length, 1))
+    return list((x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True, ddof=ddof))
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_auto_normalisation_reads_the_training_sequences(ddof):
+    rng = np.random.default_rng(0)
+    # Stored z-scored, with either convention for the spread (ItalyPowerDemand's is 0.979).
+    stored = zscored(rng, 30, 24, ddof)
+    assert carries_no_scale(stored) and resolve_normalize("auto", stored) == "series"
+    # Levels or spreads that differ between sequences are information: kept as channels.
+    raw = [x * rng.uniform(0.5, 5) + rng.normal() for x in stored]
+    assert not carries_no_scale(raw) and resolve_normalize("auto", raw) == "series_scale"
+    assert resolve_normalize("auto", [x + 0.5 * i for i, x in enumerate(stored)]) == "series_scale"
+    assert resolve_normalize("auto", [np.repeat(x, 3, axis=1) for x in stored]) == "channel"
+    assert resolve_normalize("none", raw) == "none"
+
+
+def test_series_scale_adds_each_sequence_level_and_spread_as_channels():
+    """Against numpy: asinh(mean / unit) and log(std / unit + 1e-3), unit the training
+    sequences' (lower) median spread, z-scored over the training sequences, clipped at 6."""
+    rng = np.random.default_rng(1)
+    sizes = zip(
+        rng.integers(5, 40, 12), rng.uniform(0.1, 10, 12), rng.normal(0, 50, 12), strict=True
+    )
+    train = [rng.normal(size=(int(n), 2)) * [3.0, 0.01] * s + [m, -m] for n, s, m in sizes]
+    train = [x.astype(np.float32).astype(np.float64) for x in train]  # what the model reads
+    scale = fit_normalizer("series_scale", [torch.from_numpy(x).float() for x in train])
+    assert isinstance(scale, SeriesScale)
+
+    def features(x, unit):
+        return np.concatenate([np.arcsinh(x.mean(0) / unit), np.log(x.std(0) / unit + 1e-3)])
+
+    spreads = np.sort([x.std(0) for x in train], axis=0)
+    unit = spreads[(len(train) - 1) // 2]  # torch's median: the lower of the middle two
+    f_train = np.stack([features(x, unit) for x in train])
+    mean, std = f_train.mean(0), f_train.std(0)
+    outs = [scale(torch.from_numpy(x).float()) for x in train]
+    for x, out in zip(train, outs, strict=True):
+        assert out.shape == (len(x), 6) and out.dtype == torch.float32
+        torch.testing.assert_close(out[:, :2], standardize_series(torch.from_numpy(x).float()))
+        expected = (features(x, unit) - mean) / std
+        np.testing.assert_allclose(out[:, 2:].numpy(), np.tile(expected, (len(x), 1)), atol=1e-4)
+    # Over the training sequences the new channels are z-scores.
+    stacked = np.stack([out[0, 2:].numpy() for out in outs])
+    np.testing.assert_allclose(stacked.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(stacked.std(0), 1, atol=1e-4)
+    # A sequence far outside the training ones is clipped, not amplified without bound.
+    far = scale(torch.full((7, 2), 1e9) + torch.arange(7.0)[:, None])
+    assert torch.isfinite(far).all() and far[:, 2:].abs().max() == SeriesScale.CLIP
+
+
+def test_series_scale_on_features_that_never_vary_only_centres_them():
+    same = [torch.arange(10.0)[:, None] for _ in range(4)]
+    scale = SeriesScale.fit(same)
+    out = scale(same[0])
+    assert torch.equal(out[:, 1:], torch.zeros(10, 2))
+    shifted = scale(same[0] + 1e-3)
+    assert torch.isfinite(shifted).all() and shifted[:, 1:].abs().max() < 1
+
+
+def test_auto_normalisation_of_the_bundled_sets(tmp_path):
+    # Covid3Month_disc is stored raw (0 to 20,341): each series reads as a z-score, its level
+    # and spread as two more channels; GunPoint is stored z-scored: nothing is added.
     covid = UCRDataModule("Covid3Month_disc", tmp_path, normalize="auto", val_fraction=0)
     covid.setup("fit")
-    assert covid.normalize == "series" and covid.normalizer is None
+    assert covid.normalize == "series_scale" and covid.input_size == 3
     for x, _ in list(covid.datasets["train"])[:5] + list(covid.datasets["test"])[:5]:
-        assert abs(float(x.mean())) < 1e-4 and abs(float(x.std(unbiased=False)) - 1) < 1e-3
+        assert abs(float(x[:, 0].mean())) < 1e-4
+        assert abs(float(x[:, 0].std(unbiased=False)) - 1) < 1e-3
+        assert torch.equal(x[:, 1:], x[:1, 1:].expand(len(x), 2))
+    gunpoint = UCRDataModule("GunPoint", tmp_path, normalize="auto", val_fraction=0)
+    gunpoint.setup("fit")
+    assert gunpoint.normalize == "series" and gunpoint.input_size == 1
     motions = UCRDataModule("BasicMotions", tmp_path, normalize="auto", val_fraction=0)
     motions.setup("fit")
     assert motions.normalize == "channel" and motions.normalizer is not None
@@ -129,7 +196,9 @@ def test_auto_normalisation_zscores_a_univariate_set_by_series_and_a_multivariat
 
 def test_normalize_takes_a_mode_or_the_old_booleans():
     assert [normalize_mode(v) for v in (True, False, "series")] == ["channel", "none", "series"]
-    with pytest.raises(ConfigError, match=r"data\.normalize='zscore': allowed: channel, series"):
+    with pytest.raises(
+        ConfigError, match=r"data\.normalize='zscore': allowed: channel, series, series_scale"
+    ):
         normalize_mode("zscore")
 
 
@@ -158,7 +227,7 @@ def test_ucr_options_reach_the_data(tmp_path):
     torch.testing.assert_close(x.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
     torch.testing.assert_close(x.std(unbiased=False), torch.tensor(1.0), atol=1e-4, rtol=0)
     test_x, _ = datamodule.datasets["test"][0]
-    assert test_x.shape == (487, 1) and datamodule.normalizer is None
+    assert test_x.shape == (487, 1) and datamodule.normalizer is standardize_series
 
 
 def test_data_ucr_brings_its_recipe_and_a_model_on_the_command_line_wins(make_cfg):

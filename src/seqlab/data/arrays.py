@@ -17,15 +17,15 @@ from torch.utils.data import Dataset
 
 from seqlab.data.base import (
     SPLITS,
-    ChannelNormalizer,
+    Normalizer,
     SequenceDataModule,
     auto_batch_size,
     check_count,
     check_option,
     downsample_factor,
+    fit_normalizer,
     normalize_mode,
     resolve_normalize,
-    standardize_series,
     stratified_split,
 )
 from seqlab.data.collate import Batch, SequenceDataset, downsample, pad_collate
@@ -129,7 +129,8 @@ class ArraysDataModule(SequenceDataModule, abc.ABC):
       of the training sequences is held out for test, then ``val_fraction`` of the rest for
       validation (each class in proportion for classification), drawn with ``split_seed``.
     - ``normalize``: ``channel`` (the training split's statistics), ``series`` (each sequence
-      by itself), ``none`` or ``auto`` (series for one channel, channel for several). Targets
+      by itself), ``series_scale`` (series, plus each sequence's level and spread as channels),
+      ``none`` or ``auto`` (from the training sequences: ``resolve_normalize``). Targets
       of a regression are scaled with the training split's mean and spread; the model predicts
       in your units (``SequenceRegressor``'s ``target_mean`` and ``target_std``).
     - ``max_length``: longer sequences averaged over runs of ``k`` steps (not for tagging,
@@ -178,7 +179,7 @@ class ArraysDataModule(SequenceDataModule, abc.ABC):
         self.max_length = max_length
         self.downsample_factor = 1
         self.class_names: list[str] = []
-        self.normalizer: ChannelNormalizer | None = None
+        self.normalizer: Normalizer | None = None
         self.target_mean = 0.0
         self.target_std = 1.0
 
@@ -214,8 +215,8 @@ class ArraysDataModule(SequenceDataModule, abc.ABC):
         self.task = task
         targets = self._encode_targets(seqs, task)
         split = self._assign_splits(seqs, targets, task)
-        self.normalize = resolve_normalize(self.normalize, seqs.inputs[0].shape[1])
         train = np.flatnonzero(split == "train")
+        self.normalize = resolve_normalize(self.normalize, [seqs.inputs[i] for i in train])
         self.downsample_factor = downsample_factor(
             max(len(seqs.inputs[i]) for i in train), self.max_length
         )
@@ -225,10 +226,10 @@ class ArraysDataModule(SequenceDataModule, abc.ABC):
                 self.max_length,
             )
             self.downsample_factor = 1
-        inputs = [self._prepare(x) for x in seqs.inputs]
-        if self.normalize == "channel":
-            self.normalizer = ChannelNormalizer.fit([inputs[i] for i in train])
-            inputs = [self.normalizer(x) for x in inputs]
+        inputs = [downsample(torch.from_numpy(x), self.downsample_factor) for x in seqs.inputs]
+        # Statistics from the training split only.
+        self.normalizer = fit_normalizer(self.normalize, [inputs[i] for i in train])
+        inputs = [self.normalizer(x) for x in inputs]
         if task == "regression":
             train_targets = torch.stack([targets[i] for i in train])
             self.target_mean = float(train_targets.mean())
@@ -302,10 +303,6 @@ class ArraysDataModule(SequenceDataModule, abc.ABC):
     def source_name(self) -> str:
         """What error messages call the data (a folder, a file)."""
         return type(self).__name__
-
-    def _prepare(self, x: np.ndarray) -> Tensor:
-        sequence = downsample(torch.from_numpy(x), self.downsample_factor)
-        return standardize_series(sequence) if self.normalize == "series" else sequence
 
     def _log_summary(self, seqs: Sequences, task: str, split: np.ndarray) -> None:
         lengths = [len(x) for x in seqs.inputs]

@@ -24,9 +24,10 @@ SPLITS = ("train", "val", "test")
 # How `stratified_split` picks the held-out samples of each class.
 SPLIT_ORDERS = ("random", "last", "block")
 # channel: z-score per channel with the training split's statistics; series: each sequence
-# z-scored per channel over its own steps (what the UCR archive does); none: as read; auto:
-# series for one channel, channel for several (see `resolve_normalize`).
-NORMALIZE_MODES = ("channel", "series", "none", "auto")
+# z-scored per channel over its own steps (what the UCR archive does); series_scale: series,
+# plus each sequence's own level and spread as two more channels per channel (`SeriesScale`);
+# none: as read; auto: see `resolve_normalize`.
+NORMALIZE_MODES = ("channel", "series", "series_scale", "none", "auto")
 
 
 def check_option(key: str, value: object, ok: bool, allowed: str) -> None:
@@ -56,15 +57,43 @@ def normalize_mode(value: object) -> str:
     return str(value)
 
 
-def resolve_normalize(mode: str, channels: int) -> str:
-    """``auto`` as the deep-learning benchmarks of the archives do it (Fawaz et al. 2019): a
-    univariate series is z-scored by itself, as the UCR archive stores most of its sets and
-    as its DTW baseline reads them (a set stored raw, with values from 0 to 20,000, is
-    otherwise read as near-constant zeros); the channels of a multivariate set keep their
-    relative levels, z-scored with the training split's statistics."""
+def resolve_normalize(mode: str, sequences: Sequence[np.ndarray | Tensor]) -> str:
+    """``auto`` from the training sequences (``(T_i, C)`` each, as read):
+
+    - several channels: ``channel``, so the channels keep their relative levels (the
+      multivariate archive's deep-learning benchmarks, Fawaz et al. 2019);
+    - one channel, every sequence already z-scored (the UCR archive stores most of its sets so):
+      ``series``, as its DTW baseline reads them;
+    - one channel with levels or spreads that differ between sequences: ``series_scale``. A
+      set stored raw may tell its classes apart by amplitude (PLAID's appliances draw different
+      currents), which ``series`` would throw away; ``channel`` would read a heavy-tailed set as
+      near-constant zeros (Covid3Month_disc, 0 to 20,341).
+    """
     if mode != "auto":
         return mode
-    return "series" if channels == 1 else "channel"
+    if sequences[0].shape[1] > 1:
+        return "channel"
+    return "series" if carries_no_scale(sequences) else "series_scale"
+
+
+def carries_no_scale(sequences: Sequence[np.ndarray | Tensor]) -> bool:
+    """Whether every sequence has the same level and spread (within 1% of the spread, and 5%
+    of it between the widest and the narrowest), as z-scored ones have, whatever their
+    convention for the spread: nothing would be learnt from them."""
+    levels, spreads = _levels_and_spreads([torch.as_tensor(x) for x in sequences])
+    unit = spreads.max().clamp_min(1e-12)
+    return bool(
+        (levels.max() - levels.min() <= 0.01 * unit).all()
+        and (spreads.min() >= 0.95 * spreads.max())
+    )
+
+
+def _levels_and_spreads(sequences: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Each sequence's mean and (population) standard deviation per channel: two ``(N, C)``."""
+    x = [s.double() for s in sequences]
+    levels = torch.stack([s.mean(0) for s in x])
+    spreads = torch.stack([s.std(0, unbiased=False) for s in x])
+    return levels, spreads
 
 
 def standardize_series(x: Tensor) -> Tensor:
@@ -72,6 +101,64 @@ def standardize_series(x: Tensor) -> Tensor:
     one-step sequence, is only centred)."""
     std = x.std(0, unbiased=False) if len(x) > 1 else torch.ones_like(x[0])
     return (x - x.mean(0)) / std.clamp_min(1e-6)
+
+
+@dataclass(frozen=True)
+class SeriesScale:
+    """``normalize=series_scale``: each sequence z-scored by itself (its shape), and beside it,
+    constant over its steps, its own level and spread per channel, so ``(T, C)`` becomes
+    ``(T, 3C)``: ``[z-scored x, level, spread]``.
+
+    Level is ``asinh(mean / unit)`` and spread ``log(std / unit + 1e-3)``, with ``unit`` the
+    training sequences' median spread (the lower middle one for an even count) (both readable across orders of magnitude, signs kept),
+    then z-scored with the training sequences' statistics and clipped to +-`CLIP`, so a test
+    sequence far outside them cannot swamp the network. Fit on the training split only.
+    """
+
+    unit: Tensor  # (C,)
+    mean: Tensor  # (2C,)
+    std: Tensor  # (2C,)
+
+    CLIP = 6.0
+    # Features that hardly vary over the training split are only centred (no division by ~0).
+    MIN_SPREAD = 0.01
+
+    @staticmethod
+    def _features(levels: Tensor, spreads: Tensor, unit: Tensor) -> Tensor:
+        return torch.cat([torch.asinh(levels / unit), torch.log(spreads / unit + 1e-3)], -1)
+
+    @classmethod
+    def fit(cls, sequences: Sequence[Tensor]) -> SeriesScale:
+        levels, spreads = _levels_and_spreads(sequences)
+        unit = spreads.median(0).values.clamp_min(1e-12)
+        features = cls._features(levels, spreads, unit)
+        std = features.std(0, unbiased=False).clamp_min(cls.MIN_SPREAD)
+        return cls(unit, features.mean(0), std)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        levels, spreads = _levels_and_spreads([x])
+        features = (self._features(levels, spreads, self.unit) - self.mean) / self.std
+        features = features.clamp(-self.CLIP, self.CLIP).to(x.dtype)
+        return torch.cat([standardize_series(x), features.expand(len(x), -1)], dim=1)
+
+
+Normalizer = Callable[[Tensor], Tensor]
+
+
+def fit_normalizer(mode: str, sequences: Sequence[Tensor]) -> Normalizer:
+    """The resolved ``data.normalize`` mode as a function of one ``(T, C)`` sequence, fitted on
+    ``sequences`` (the training split's, after any resampling) where the mode has statistics."""
+    if mode == "channel":
+        return ChannelNormalizer.fit(sequences)
+    if mode == "series_scale":
+        return SeriesScale.fit(sequences)
+    if mode == "series":
+        return standardize_series
+    return _unchanged
+
+
+def _unchanged(x: Tensor) -> Tensor:
+    return x
 
 
 def auto_batch_size(samples: int) -> int:

@@ -11,16 +11,16 @@ from torch.utils.data import Dataset
 
 from seqlab.data.base import (
     SPLIT_ORDERS,
-    ChannelNormalizer,
+    Normalizer,
     SequenceDataModule,
     auto_batch_size,
     block_count,
     check_count,
     check_option,
     downsample_factor,
+    fit_normalizer,
     normalize_mode,
     resolve_normalize,
-    standardize_series,
     stratified_split,
 )
 from seqlab.data.collate import (
@@ -91,8 +91,9 @@ class UCRDataModule(SequenceDataModule):
     the training split, ``val_fraction`` of each class (``val_split``: ``random`` seeded by
     ``split_seed``, each class's ``last`` samples in file order, or its ``block``-th run of
     consecutive samples, see ``stratified_split``). ``normalize``: ``channel`` statistics are
-    fitted on the training split only, ``series`` z-scores each sequence by itself, ``auto``
-    picks one by the channel count (``resolve_normalize``).
+    fitted on the training split only, ``series`` z-scores each sequence by itself,
+    ``series_scale`` adds each sequence's level and spread as channels (``SeriesScale``),
+    ``auto`` picks one from the training file (``resolve_normalize``).
     ``max_length``: sequences are averaged over runs of ``k`` steps, one ``k`` for all, the
     smallest that brings the longest training sequence within ``max_length`` steps.
     ``batch_size="auto"``: see ``auto_batch_size``.
@@ -177,7 +178,7 @@ class UCRDataModule(SequenceDataModule):
         self.time_warp = time_warp
         self.shift_std = shift_std
         self.class_names: list[str] = []
-        self.normalizer: ChannelNormalizer | None = None
+        self.normalizer: Normalizer | None = None
 
     @property
     def input_size(self) -> int:
@@ -227,7 +228,7 @@ class UCRDataModule(SequenceDataModule):
             order=self.val_split,
             block=self.val_block,
         )
-        self.normalize = resolve_normalize(self.normalize, train_x[0].shape[1])
+        self.normalize = resolve_normalize(self.normalize, train_x)
         # One factor for every split, from the training file alone.
         self.downsample_factor = downsample_factor(
             max(x.shape[0] for x in train_x), self.max_length
@@ -235,9 +236,8 @@ class UCRDataModule(SequenceDataModule):
         train_s = [self._prepare(x) for x in train_x]
         test_s = [self._prepare(x) for x in test_x]
         fit_x = [train_s[i] for i in fit_idx]
-        if self.normalize == "channel":
-            self.normalizer = ChannelNormalizer.fit(fit_x)  # only the training split's steps
-        scale = self.normalizer if self.normalizer is not None else (lambda x: x)
+        # Statistics from the training split only.
+        self.normalizer = scale = fit_normalizer(self.normalize, fit_x)
         datasets: dict[str, Dataset] = {
             "train": SequenceDataset([scale(x) for x in fit_x], train_t[fit_idx]),
             "val": SequenceDataset([scale(train_s[i]) for i in val_idx], train_t[val_idx]),
@@ -271,9 +271,8 @@ class UCRDataModule(SequenceDataModule):
         return datasets
 
     def _prepare(self, x: np.ndarray) -> torch.Tensor:
-        """One sequence as the model reads it, before the training split's normalisation."""
-        sequence = downsample(torch.from_numpy(x), self.downsample_factor)
-        return standardize_series(sequence) if self.normalize == "series" else sequence
+        """One sequence as the model reads it, before normalisation."""
+        return downsample(torch.from_numpy(x), self.downsample_factor)
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         if self.trainer is None or not self.trainer.training:
