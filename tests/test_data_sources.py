@@ -226,7 +226,7 @@ def test_ts_errors_come_from_load_ts(fake_package: FakePackage) -> None:
     folder = fake_package("sktime") / "Toy"
     write(folder / "Toy_TRAIN.ts", TS_HEADER + "@classLabel true 1 2\n@data\n1,2:1\n4,inf:2\n")
     write(folder / "Toy_TEST.ts", TS_HEADER + "@classLabel true 1 2\n@data\n1,2:1\n")
-    with pytest.raises(DataError, match=r"Toy_TRAIN.ts: sample 1 has NaN or inf"):
+    with pytest.raises(DataError, match=r"Toy_TRAIN.ts: sample 1 has a NaN or inf value at step 1"):
         load_split("sktime", "Toy")
 
 

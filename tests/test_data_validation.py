@@ -9,7 +9,7 @@ import torch
 
 from seqlab.data.base import check_inputs
 from seqlab.data.collate import SequenceDataset
-from seqlab.data.ucr import UCRDataModule
+from seqlab.data.ucr import UCRDataModule, available_datasets
 from seqlab.errors import ConfigError, DataError
 from tests.test_train import run_cli
 
@@ -35,8 +35,17 @@ GOOD = ["1.0,2.0,3.0:a", "2.0,1.0,0.5,0.1:b", "0.3,0.2:c", "1.5,2.5,3.5:a"]
 @pytest.mark.parametrize(
     ("train", "test", "message"),
     [
-        (["1.0,NaN,3.0:a", *GOOD], GOOD, r"Bad_TRAIN\.ts: sample 0 has NaN or inf values"),
-        (GOOD, [*GOOD, "1.0,inf:b"], r"Bad_TEST\.ts: sample 4 has NaN or inf values"),
+        (
+            ["1.0,inf,3.0:a", *GOOD],
+            GOOD,
+            r"Bad_TRAIN\.ts: sample 0 has a NaN or inf value at step 1",
+        ),
+        (GOOD, [*GOOD, "1.0,-inf:b"], r"Bad_TEST\.ts: sample 4 has a NaN or inf value at step 1"),
+        (
+            ["?,?:1.0,2.0:a", "1,2:3,4:b", "1,2:1,1:c"],
+            ["1,2:3,4:b"],
+            r"Bad_TRAIN\.ts: sample 0, channel 0: every step is missing",
+        ),
         (GOOD, [*GOOD, "1,2:3,4:a"], r"Bad_TEST\.ts: not a readable \.ts file: Inconsistent"),
         (GOOD, ["1,2:3,4:a"], r"Bad_TEST\.ts: test samples have 2 channels, training samples 1"),
         # Declared (a b c), but not in training; an undeclared one: tests/test_bad_inputs.py.
@@ -82,10 +91,11 @@ def test_cli_names_the_bad_file_and_exits_2(tmp_path) -> None:
     data.mkdir()
     write_ts(data, "Bad", "TRAIN", ["1.0,NaN,3.0:a", *GOOD])
     write_ts(data, "Bad", "TEST", GOOD)
-    result = run_cli("data.name=Bad", f"data.data_dir={data}", cwd=tmp_path)
+    result = run_cli("data.name=Bad", f"data.data_dir={data}", "data.missing=error", cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-3000:]
-    assert "error: " in output and "Bad_TRAIN.ts: sample 0 has NaN or inf values" in output
+    assert "error: " in output
+    assert "Bad_TRAIN.ts: sample 0 has a NaN or inf value at step 1 (data.missing" in output
     assert "Traceback" not in output
 
 
@@ -102,4 +112,35 @@ def test_unknown_name_without_a_data_dir_says_where_to_put_files() -> None:
     with pytest.raises(ConfigError) as error:
         UCRDataModule("Nope", data_dir=None).setup()
     assert "None" not in str(error.value).replace("'Nope'", "")
-    assert "Nope_TEST.ts in a folder, set as data.data_dir" in str(error.value)
+    assert "Nope_TEST.ts (or the UCR archive's .tsv) in a folder, set as data.data_dir" in str(
+        error.value
+    )
+
+
+def test_missing_values_are_filled_in_linearly_or_refused(tmp_path) -> None:
+    # Inside a sequence a NaN ('?' or NaN in a .ts file) is a missing value: on the straight line
+    # between its neighbours, the nearest value at either end; trailing NaN are padding.
+    write_ts(tmp_path, "Gaps", "TRAIN", ["?,1.0,NaN,NaN,4.0,?:a", "2.0,NaN,NaN:b", *GOOD])
+    write_ts(tmp_path, "Gaps", "TEST", GOOD)
+    datamodule = UCRDataModule("Gaps", data_dir=tmp_path, normalize="none", val_fraction=0)
+    datamodule.setup()
+    rows = {tuple(x[:, 0].tolist()) for x, _ in datamodule.datasets["train"]}
+    assert (1.0, 1.0, 2.0, 3.0, 4.0) in rows and (2.0,) in rows  # the last '?' is padding
+    with pytest.raises(DataError, match=r"Gaps_TRAIN\.ts: sample 0 has a NaN .* at step 0"):
+        UCRDataModule("Gaps", data_dir=tmp_path, missing="error").setup()
+    with pytest.raises(ConfigError, match=r"data\.missing='zero': allowed: interpolate, error"):
+        UCRDataModule("Gaps", data_dir=tmp_path, missing="zero")
+
+
+def test_the_ucr_2018_archive_tsv_files_are_found_and_read(tmp_path) -> None:
+    # <Name>/<Name>_TRAIN.tsv: the label, then the values, tab-separated; NaN pads a short one.
+    folder = tmp_path / "Tabs"
+    folder.mkdir()
+    (folder / "Tabs_TRAIN.tsv").write_text("1\t0.5\t1.5\t2.5\n2\t3.0\tNaN\t1.0\n1\t0.1\t0.2\tNaN\n")
+    (folder / "Tabs_TEST.tsv").write_text("2\t1.0\t2.0\t3.0\n")
+    datamodule = UCRDataModule("Tabs", data_dir=tmp_path, normalize="none", val_fraction=0)
+    datamodule.setup()
+    assert datamodule.class_names == ["1", "2"]
+    train = sorted(x[:, 0].tolist() for x, _ in datamodule.datasets["train"])
+    assert train == [pytest.approx([0.1, 0.2]), [0.5, 1.5, 2.5], [3.0, 2.0, 1.0]]
+    assert "Tabs" in available_datasets(tmp_path)

