@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from seqlab.utils import benchmark
+from benchmarks import cli as benchmark
 
 
 @pytest.fixture(scope="module")

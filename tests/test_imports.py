@@ -28,7 +28,6 @@ LAYERS = [
 #: Known upward imports, to be taken out when utils/ is dissolved (issue 18); nothing may join.
 KNOWN_UPWARD = {
     ("seqlab.utils.trained", "seqlab.pipeline"),
-    ("seqlab.utils.benchmark", "seqlab.pipeline"),
 }
 
 

@@ -321,7 +321,7 @@ def _run_precisions(args: argparse.Namespace, device: torch.device, x: torch.Ten
 
 # ----------------------------------------------------------------------- training-loop section
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 # Every Lightning extra that is not the training itself is off: loggers, callbacks (checkpoints,
 # progress bar, model summary, LR monitor); the scheduler steps once per epoch, after the last
