@@ -45,9 +45,9 @@ test-gpu: install
 
 ## ruff lint, ruff format check and mypy (settings in pyproject.toml); changes no file.
 lint: install
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
-	$(BIN)/mypy src
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/mypy src benchmarks
 
 ## Installs the git hook (.pre-commit-config.yaml: ruff, ruff format, mypy on every commit),
 ## then runs it once on every file.
@@ -63,8 +63,8 @@ rename:
 	$(PYTHON) scripts/rename.py '$(if $(filter command line,$(origin NAME)),$(NAME))'
 
 format: install
-	$(BIN)/ruff check --fix src tests scripts
-	$(BIN)/ruff format src tests scripts
+	$(BIN)/ruff check --fix src tests scripts benchmarks
+	$(BIN)/ruff format src tests scripts benchmarks
 
 benchmark: install
 	$(BIN)/python scripts/benchmark.py $(ARGS)

@@ -23,13 +23,13 @@ from omegaconf import open_dict
 
 from seqlab.callbacks.graceful_stop import TrainingStopped
 from seqlab.callbacks.resume import check_resume, run_identity
+from seqlab.checkpoint_io import AtomicCheckpointIO
 from seqlab.config_checks import check_config
 from seqlab.data.ucr import UCRDataModule
 from seqlab.errors import ConfigError, DataError, WriteError, user_error
 from seqlab.pipeline import build_datamodule, build_model
+from seqlab.run_folder import LOCK_NAME, lock_run_folder, release_run_folders
 from seqlab.train import train
-from seqlab.utils.checkpoint_io import AtomicCheckpointIO
-from seqlab.utils.run_folder import LOCK_NAME, lock_run_folder, release_run_folders
 from tests.conftest import CONFIG_DIR, TINY, compose_config
 from tests.test_data_validation import GOOD, write_ts
 from tests.test_train import run_cli

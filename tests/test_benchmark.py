@@ -12,20 +12,20 @@ from typing import Any
 import pytest
 import torch
 
-from seqlab.utils import benchmark
+from benchmarks import cli, train_loop
 
 
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One quick run of every section (a few seconds), read back from its JSON file."""
     path = tmp_path_factory.mktemp("benchmark") / "bench.json"
-    benchmark.main(["--quick", "--json", str(path)])
+    cli.main(["--quick", "--json", str(path)])
     return json.loads(Path(path).read_text())
 
 
 def test_default_run_covers_every_section(quick_results: dict[str, Any]) -> None:
     assert {"environment", "args", "sections", "total_seconds"} <= quick_results.keys()
-    assert list(quick_results["sections"]) == list(benchmark.SECTIONS)
+    assert list(quick_results["sections"]) == list(cli.SECTIONS)
 
 
 def test_quick_benchmark_writes_timings_ratios_and_precisions(quick_results):
@@ -79,18 +79,18 @@ def test_data_section_compares_delivery_with_consumption(quick_results: dict[str
 def test_runs_start_from_the_same_weights_and_gradients(tmp_path: Path) -> None:
     """A Lightning fit leaves the last step's gradients behind; the next run must not add to
     them, or the loops would train differently and the loss check would fail."""
-    cfg, datamodule, _ = benchmark.build_for_benchmark(benchmark.TINY_MODEL, tmp_path)
-    setup = benchmark.prepare_training(cfg, datamodule, 4, torch.device("cpu"))
-    with benchmark.quiet_lightning():
-        _, lightning_losses = benchmark.lightning_run(setup, 4)
+    cfg, datamodule, _ = train_loop.build_for_benchmark(train_loop.TINY_MODEL, tmp_path)
+    setup = train_loop.prepare_training(cfg, datamodule, 4, torch.device("cpu"))
+    with train_loop.quiet_lightning():
+        _, lightning_losses = train_loop.lightning_run(setup, 4)
     assert any(p.grad is not None for p in setup.model.parameters())
-    _, raw_losses = benchmark.raw_run(setup, 4, metrics=False)
+    _, raw_losses = train_loop.raw_run(setup, 4, metrics=False)
     assert raw_losses == pytest.approx(lightning_losses, abs=1e-6)
 
 
 def test_unknown_section_is_rejected(capsys):
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["--sections", "encoder,nonsense"])
+        cli.parse_args(["--sections", "encoder,nonsense"])
     assert "nonsense" in capsys.readouterr().err
 
 

@@ -11,7 +11,7 @@ import torch
 from seqlab.errors import DataError
 from seqlab.evaluate import evaluate
 from seqlab.train import train
-from seqlab.utils.trained import read_checkpoint
+from seqlab.trained import read_checkpoint
 from tests.conftest import compose_config
 
 

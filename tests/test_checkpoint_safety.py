@@ -28,7 +28,7 @@ from seqlab.errors import USER_ERROR_EXIT, ConfigError, UserError
 from seqlab.nn import ENCODERS, LSTMEncoder, register_encoder
 from seqlab.tasks import LanguageModel, SequenceClassifier, SequenceTask
 from seqlab.train import train
-from seqlab.utils.trained import load_task, read_checkpoint
+from seqlab.trained import load_task, read_checkpoint
 from tests.conftest import TINY, compose_config
 
 FORK = f"{__name__}.ForkEncoder"

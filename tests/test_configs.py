@@ -69,7 +69,7 @@ def test_logger_options_instantiate(make_cfg, logger: str) -> None:
     trainer, loggers = build_trainer(cfg)
     assert isinstance(trainer, L.Trainer)
     assert len(loggers) == len([v for v in (cfg.get("logger") or {}).values() if v])
-    from seqlab.utils.loggers import finish_loggers
+    from seqlab.loggers import finish_loggers
 
     finish_loggers(loggers)
 

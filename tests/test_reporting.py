@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from seqlab.utils.reporting import atomic_write
+from seqlab.reporting import atomic_write
 
 
 def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path) -> None:

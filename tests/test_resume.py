@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from seqlab.callbacks.graceful_stop import TrainingStopped
+from seqlab.checkpoint_io import AtomicCheckpointIO
 from seqlab.errors import ConfigError
 from seqlab.train import train
-from seqlab.utils.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import ROOT, TINY, compose_config
 
 # Three short epochs of the default task, with dropout and input noise: randomness that a

@@ -12,8 +12,8 @@ import pytest
 import wandb
 from wandb.proto import wandb_internal_pb2 as pb
 
+from seqlab.loggers import finish_loggers, instantiate_loggers
 from seqlab.train import train
-from seqlab.utils.loggers import finish_loggers, instantiate_loggers
 from tests.test_train import run_cli
 
 

@@ -1,5 +1,5 @@
 """seqlab: LSTM and bidirectional-LSTM sequence models on PyTorch Lightning and Hydra."""
 
-from seqlab.utils.resolvers import register_resolvers
+from seqlab.resolvers import register_resolvers
 
 register_resolvers()

@@ -10,10 +10,10 @@ from omegaconf import DictConfig
 from seqlab.callbacks.plots import PlotCallback
 from seqlab.config_checks import check_config
 from seqlab.errors import exit_on_user_error
+from seqlab.loggers import finish_loggers
 from seqlab.pipeline import build_trainer, test_and_report
-from seqlab.utils.loggers import finish_loggers
-from seqlab.utils.reporting import print_config_tree
-from seqlab.utils.trained import load_trained
+from seqlab.reporting import print_config_tree
+from seqlab.trained import load_trained
 
 log = logging.getLogger(__name__)
 

@@ -42,9 +42,9 @@ from torch.export import Dim, ExportedProgram
 from seqlab.config_checks import check_config
 from seqlab.errors import UserError, exit_on_user_error
 from seqlab.nn.lstm import LSTM, _reverse_index, reverse_time
+from seqlab.reporting import atomic_write, print_config_tree
 from seqlab.tasks import LanguageModel, SequenceTask
-from seqlab.utils.reporting import atomic_write, print_config_tree
-from seqlab.utils.trained import load_trained
+from seqlab.trained import load_trained
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from seqlab.errors import ConfigError, DataError, exit_on_user_error, is_int
+from seqlab.reporting import atomic_write
 from seqlab.tasks.language_model import LanguageModel
-from seqlab.utils.reporting import atomic_write
-from seqlab.utils.trained import is_language_model_checkpoint, load_task
+from seqlab.trained import is_language_model_checkpoint, load_task
 
 log = logging.getLogger(__name__)
 

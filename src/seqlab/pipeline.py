@@ -22,12 +22,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from seqlab.callbacks.graceful_stop import GracefulStop, TrainingStopped
 from seqlab.callbacks.monitors import MonitorCheck
 from seqlab.callbacks.resume import ExactResume, run_identity
+from seqlab.checkpoint_io import AtomicCheckpointIO
 from seqlab.config_checks import check_precision
 from seqlab.errors import ConfigError
+from seqlab.loggers import instantiate_callbacks, instantiate_loggers
+from seqlab.reporting import print_metrics, save_metrics
 from seqlab.tasks import TASKS, SequenceTask
-from seqlab.utils.checkpoint_io import AtomicCheckpointIO
-from seqlab.utils.loggers import instantiate_callbacks, instantiate_loggers
-from seqlab.utils.reporting import print_metrics, save_metrics
 
 log = logging.getLogger(__name__)
 

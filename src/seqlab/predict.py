@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from seqlab.config_checks import check_config
 from seqlab.data.base import SPLITS
 from seqlab.errors import UserError, exit_on_user_error
+from seqlab.reporting import atomic_write, print_config_tree
 from seqlab.tasks import (
     SequenceClassifier,
     SequenceForecaster,
@@ -32,8 +33,7 @@ from seqlab.tasks import (
     SequenceTask,
 )
 from seqlab.tasks.tagging import IGNORE_INDEX
-from seqlab.utils.reporting import atomic_write, print_config_tree
-from seqlab.utils.trained import is_language_model_checkpoint, load_trained
+from seqlab.trained import is_language_model_checkpoint, load_trained
 
 log = logging.getLogger(__name__)
 

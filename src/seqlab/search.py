@@ -39,8 +39,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from seqlab.callbacks.nonfinite import NonFiniteLossError
 from seqlab.config_checks import check_config
 from seqlab.errors import ConfigError, exit_on_user_error
+from seqlab.reporting import atomic_write
 from seqlab.train import train
-from seqlab.utils.reporting import atomic_write
 
 try:
     import optuna

@@ -19,6 +19,7 @@ from seqlab.callbacks.graceful_stop import GracefulStop, TrainingStopped
 from seqlab.callbacks.resume import RUN_KEY, check_resume, identity_changes, run_identity
 from seqlab.config_checks import check_config
 from seqlab.errors import ConfigError, exit_on_user_error
+from seqlab.loggers import CSVLogger, finish_loggers
 from seqlab.pipeline import (
     build_datamodule,
     build_model,
@@ -26,10 +27,9 @@ from seqlab.pipeline import (
     resolve_epochs,
     test_and_report,
 )
-from seqlab.utils.loggers import CSVLogger, finish_loggers
-from seqlab.utils.reporting import atomic_write, print_config_tree
-from seqlab.utils.run_folder import lock_run_folder
-from seqlab.utils.trained import read_checkpoint
+from seqlab.reporting import atomic_write, print_config_tree
+from seqlab.run_folder import lock_run_folder
+from seqlab.trained import read_checkpoint
 
 log = logging.getLogger(__name__)
 

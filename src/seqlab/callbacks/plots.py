@@ -36,8 +36,8 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from seqlab.nn.masking import lengths_to_mask
+from seqlab.reporting import atomic_write
 from seqlab.tasks import LanguageModel, SequenceClassifier, SequenceForecaster
-from seqlab.utils.reporting import atomic_write
 
 log = logging.getLogger(__name__)
 

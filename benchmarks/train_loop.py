@@ -1,0 +1,415 @@
+"""The train section: Lightning's ``Trainer.fit`` of the task module vs a hand-written loop.
+
+Both run the same model, batches and optimizer (configs/train.yaml composed as `scripts/train.py`
+does, loggers and callbacks off). The data and bucketing sections time Lightning on this setup too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from benchmarks import timing
+from benchmarks.timing import now, torch_threads
+from seqlab.pipeline import build_datamodule, build_model
+from seqlab.tasks import SequenceClassifier, SequenceTask
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+# Every Lightning extra that is not the training itself is off: loggers, callbacks (checkpoints,
+# progress bar, model summary, LR monitor); the scheduler steps once per epoch, after the last
+# step of a run here, so it cannot change a loss and is left out of both loops.
+BENCH_OVERRIDES = ("logger=none", "callbacks=none", "model.scheduler=null")
+
+RAW_WORK = "forward, cross-entropy, backward, clip_grad_norm_, optimizer step, zero_grad"
+LOOPS = {
+    "raw": RAW_WORK,
+    "raw+metrics": RAW_WORK + ", the task's metric updates (loss mean, acc, F1)",
+    "lightning": "Trainer.fit of the task module: all of the above plus the task's self.log calls",
+    "lightning-no-log": "diagnostic: lightning with the task's self.log calls made no-ops",
+}
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence what Lightning prints at every fit (device lines, tips, `max_steps` reached)."""
+    names = ("lightning", "lightning.pytorch", "lightning.fabric")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
+
+def compose_train_config(
+    overrides: Sequence[str], output_dir: Path, config_dir: Path = CONFIG_DIR
+) -> DictConfig:
+    """``configs/train.yaml`` as `scripts/train.py` composes it, benchmark extras off."""
+    with initialize_config_dir(str(config_dir.resolve()), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[*BENCH_OVERRIDES, f"paths.output_dir={output_dir}", *overrides],
+        )
+
+
+@dataclass
+class TrainingSetup:
+    """A task module, its initial weights, and the batches every timed run replays in order."""
+
+    cfg: DictConfig
+    model: SequenceTask
+    initial_state: dict[str, torch.Tensor]
+    batches: list[dict[str, torch.Tensor]]
+    device: torch.device
+    seed: int
+
+    def reset(self) -> None:
+        """Same weights, no gradients (Lightning leaves the last step's) and the same random
+        stream (dropout) at the start of every run."""
+        self.model.load_state_dict(self.initial_state)
+        self.model.zero_grad(set_to_none=True)
+        torch.manual_seed(self.seed)
+
+    def loader(self, steps: int) -> DataLoader:
+        # batch_size=None hands the stored batches over as they are.
+        return DataLoader(self.batches[:steps], batch_size=None)  # type: ignore[arg-type]
+
+
+def build_for_benchmark(
+    overrides: Sequence[str], output_dir: Path
+) -> tuple[DictConfig, L.LightningDataModule, float]:
+    """The config, composed; the datamodule, set up as `train()` does; setup seconds."""
+    cfg = compose_train_config(overrides, output_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    start = time.perf_counter()
+    datamodule = build_datamodule(cfg)
+    return cfg, datamodule, time.perf_counter() - start
+
+
+def prepare_training(
+    cfg: DictConfig, datamodule: L.LightningDataModule, batches: int, device: torch.device
+) -> TrainingSetup:
+    """The task module as `train()` builds it, and ``batches`` training batches drawn (cycling
+    epochs) from the datamodule's own train loader."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(cfg, datamodule).to(device)
+    drawn: list[dict[str, torch.Tensor]] = []
+    while len(drawn) < batches:
+        drawn.extend(islice(datamodule.train_dataloader(), batches - len(drawn)))
+    initial_state = {key: value.clone() for key, value in model.state_dict().items()}
+    return TrainingSetup(cfg, model, initial_state, drawn, device, int(cfg.seed))
+
+
+class _LossRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[torch.Tensor] = []
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self.losses.append(outputs["loss"].detach())
+
+
+RunResult = tuple[float, list[float]]
+
+
+def lightning_run(setup: TrainingSetup, steps: int, log: bool = True) -> RunResult:
+    """Seconds for a whole ``Trainer.fit`` of ``steps`` steps (trainer built inside the timing)
+    and the loss of every step. ``log=False`` turns the task's ``self.log`` calls into no-ops
+    (a diagnostic: what they cost; the metric updates still run)."""
+    setup.reset()
+    if not log:
+        setup.model.log = _no_log  # type: ignore[method-assign]
+    recorder = _LossRecorder()
+    start = now(setup.device)
+    trainer = instantiate(
+        setup.cfg.trainer,
+        accelerator="gpu" if setup.device.type == "cuda" else "cpu",
+        default_root_dir=setup.cfg.paths.output_dir,
+        logger=False,
+        callbacks=[recorder],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=1,
+        max_steps=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    try:
+        trainer.fit(setup.model, train_dataloaders=setup.loader(steps))
+    finally:
+        setup.model.__dict__.pop("log", None)
+    seconds = now(setup.device) - start
+    if not log:  # Lightning resets only the metrics it was given
+        setup.model.train_loss_mean.reset()
+        setup.model.train_metrics.reset()
+    return seconds, [loss.item() for loss in recorder.losses]
+
+
+def _no_log(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def raw_run(setup: TrainingSetup, steps: int, metrics: bool) -> RunResult:
+    """The same steps in a hand-written loop: the task's forward and loss, the trainer config's
+    gradient clipping, the task's optimizer; with ``metrics`` also the task's metric updates."""
+    model = setup.model
+    if not isinstance(model, SequenceClassifier):
+        raise ValueError(f"the raw loop is written for classification, not {type(model).__name__}")
+    trainer_cfg = setup.cfg.trainer
+    if str(trainer_cfg.get("precision", "32-true")) != "32-true":
+        raise ValueError("the raw loop runs trainer.precision=32-true only")
+    if trainer_cfg.get("gradient_clip_algorithm", "norm") != "norm":
+        raise ValueError("the raw loop clips by norm (trainer.gradient_clip_algorithm=norm)")
+    clip = trainer_cfg.get("gradient_clip_val")
+    setup.reset()
+    losses: list[torch.Tensor] = []
+    start = now(setup.device)
+    optimizer = model.configure_optimizers()
+    model.train()
+    for batch in setup.loader(steps):
+        batch = {key: value.to(setup.device) for key, value in batch.items()}
+        logits = model(batch["x"], batch["lengths"])
+        loss = F.cross_entropy(logits.float(), batch["y"])
+        if metrics:
+            model.train_loss_mean.update(loss.detach().float(), len(batch["y"]))
+            model.train_metrics.update(logits.detach(), batch["y"])
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.detach())
+    seconds = now(setup.device) - start
+    if metrics:  # as Lightning does at the end of an epoch
+        model.train_loss_mean.reset()
+        model.train_metrics.reset()
+    return seconds, [loss.item() for loss in losses]
+
+
+def time_per_step(
+    runs: dict[str, Callable[[int], RunResult]], steps: int, rounds: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]]]:
+    """Per-step seconds of each run from two run lengths, ``(t(2N) - t(N)) / N`` in each round,
+    so whatever a run costs once (trainer, optimizer, iterator) cancels. Runs are interleaved
+    within every round, so a round's figures share the machine's load. Returns, per run, the
+    median and the fastest round's figure and every round's, and the per-step losses of each
+    run's last (longest) run."""
+    lengths = (steps, 2 * steps)
+    for run in runs.values():  # warm-up: first calls, allocator, oneDNN primitive caches
+        run(2)
+    seconds: dict[str, dict[int, list[float]]] = {name: {n: [] for n in lengths} for name in runs}
+    losses: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for n in lengths:
+            for name, run in runs.items():
+                elapsed, run_losses = run(n)
+                seconds[name][n].append(elapsed)
+                losses[name] = run_losses
+    timings = {}
+    for name, by_length in seconds.items():
+        per_round = [
+            (long - short) / steps
+            for short, long in zip(by_length[steps], by_length[2 * steps], strict=True)
+        ]
+        timings[name] = {
+            "step_s": statistics.median(per_round),
+            "step_s_min": min(per_round),
+            "step_s_rounds": per_round,
+            "run_seconds": {str(n): values for n, values in by_length.items()},
+        }
+    return timings, losses
+
+
+def max_loss_difference(losses: dict[str, list[float]], reference: str) -> dict[str, float]:
+    differences = {}
+    for name, values in losses.items():
+        if name != reference:
+            if len(values) != len(losses[reference]):
+                raise RuntimeError(
+                    f"{name} ran {len(values)} steps, {reference} ran {len(losses[reference])}"
+                )
+            differences[name] = max(
+                abs(a - b) for a, b in zip(values, losses[reference], strict=True)
+            )
+    return differences
+
+
+# Per-step Lightning seconds by data and model config, so the data section reuses the training
+# section's figure instead of measuring the same thing again.
+_LIGHTNING_STEP_S: dict[str, float] = {}
+
+
+def _config_key(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg.data) + OmegaConf.to_yaml(cfg.model)
+
+
+# A model so small that its step is mostly fixed per-step costs: what Lightning adds per step
+# shows there clearly, while at the default size it is within the machine's noise.
+TINY_MODEL = ("model.encoder.hidden_size=8", "model.encoder.num_layers=1")
+
+
+def run_train(args: argparse.Namespace) -> dict:
+    """Lightning vs a hand-written loop on the same task module, batches and optimizer: at the
+    config's model size, and with a tiny model whose steps show the fixed per-step cost."""
+    device = torch.device(args.device)
+    overrides = tuple(args.train_overrides)
+    variants = {
+        "default": (overrides, args.train_steps, False),
+        "tiny": ((*overrides, *TINY_MODEL), args.train_steps * args.tiny_factor, True),
+    }
+    result: dict[str, Any] = {}
+    with torch_threads(args.train_threads):
+        for label, (variant_overrides, steps, diagnose) in variants.items():
+            result[label] = compare_loops(
+                variant_overrides, steps, args.train_rounds, device, diagnose
+            )
+            _print_train(label, result[label])
+    for label, entry in result.items():
+        if not entry["losses_agree_to_5_decimals"]:
+            differences = entry["max_abs_loss_difference_vs_lightning"]
+            raise RuntimeError(f"{label}: Lightning and raw losses differ: {differences}")
+    return result
+
+
+def compare_loops(
+    overrides: Sequence[str], steps: int, rounds: int, device: torch.device, diagnose: bool
+) -> dict[str, Any]:
+    """Time the raw, raw+metrics and Lightning loops on one config (and, to ``diagnose``,
+    Lightning without the task's self.log calls); compare their losses."""
+    with tempfile.TemporaryDirectory() as output_dir, quiet_lightning():
+        cfg, datamodule, _ = build_for_benchmark(overrides, Path(output_dir))
+        setup = prepare_training(cfg, datamodule, 2 * steps, device)
+        runs: dict[str, Callable[[int], RunResult]] = {
+            "raw": partial(raw_run, setup, metrics=False),
+            "raw+metrics": partial(raw_run, setup, metrics=True),
+            "lightning": partial(lightning_run, setup),
+        }
+        if diagnose:
+            runs["lightning-no-log"] = partial(lightning_run, setup, log=False)
+        timings, losses = time_per_step(runs, steps, rounds)
+        _LIGHTNING_STEP_S[_config_key(cfg)] = timings["lightning"]["step_s"]
+    differences = max_loss_difference(losses, "lightning")
+    encoder = setup.cfg.model.encoder
+    config = {
+        "overrides": list(overrides),
+        "data": setup.cfg.data.get("name", setup.cfg.data._target_.rsplit(".", 1)[-1]),
+        "task": type(setup.model).__name__,
+        "batch_size": setup.cfg.data.batch_size,
+        "hidden_size": encoder.hidden_size,
+        "layers": encoder.num_layers,
+        "bidirectional": encoder.bidirectional,
+        "impl": encoder.impl,
+        "parameters": sum(p.numel() for p in setup.model.parameters()),
+        "gradient_clip_val": setup.cfg.trainer.get("gradient_clip_val"),
+        "optimizer": setup.cfg.model.optimizer._target_,
+        "steps": [steps, 2 * steps],
+        "rounds": rounds,
+        "torch_threads": torch.get_num_threads(),
+    }
+    result = {
+        "config": config,
+        "loops": {name: {"work": LOOPS[name], **timings[name]} for name in runs},
+        "max_abs_loss_difference_vs_lightning": differences,
+        "losses_agree_to_5_decimals": max(differences.values()) <= 1e-5,
+        "overhead": {
+            against: _overhead(timings["lightning"], timings[against])
+            for against in ("raw+metrics", "raw")
+        },
+    }
+    if diagnose:
+        self_log = _overhead(timings["lightning"], timings["lightning-no-log"])
+        result["cost_of_self_log_ms"] = self_log["ms"]
+        result["cost_of_self_log_ms_rounds"] = self_log["ms_rounds"]
+        rest = _overhead(timings["lightning-no-log"], timings["raw+metrics"])
+        result["lightning_loop_cost_ms"] = rest["ms"]
+    return result
+
+
+def _overhead(lightning: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    """Lightning's extra time per step, the median of the rounds' differences (each round's runs
+    shared the machine's load), against the target: <= raw + max(1 ms, 2%)."""
+    rounds = [a - b for a, b in zip(lightning["step_s_rounds"], raw["step_s_rounds"], strict=True)]
+    extra = statistics.median(rounds)
+    allowed = max(1e-3, 0.02 * raw["step_s"])
+    return {
+        "ms": 1e3 * extra,
+        "percent": 100 * extra / raw["step_s"],
+        "ms_rounds": [1e3 * value for value in rounds],
+        "allowed_ms": 1e3 * allowed,
+        "target_met": extra <= allowed,
+    }
+
+
+def _print_train(label: str, result: dict[str, Any]) -> None:
+    config = result["config"]
+    direction = "bi" if config["bidirectional"] else "uni"
+    print(
+        f"\n== train ({label}): {config['task']} on {config['data']}, {direction}directional LSTM "
+        f"{config['layers']}x{config['hidden_size']} ({config['impl']}), batch "
+        f"{config['batch_size']}, steps {config['steps'][0]} and {config['steps'][1]}, "
+        f"{config['rounds']} rounds, {config['torch_threads']} thread(s), clock {timing.CLOCK}",
+        flush=True,
+    )
+    print(f"{'loop':18}{'ms/step':>9}{'min':>9}   per-step work", flush=True)
+    for name, loop in result["loops"].items():
+        print(
+            f"{name:18}{1e3 * loop['step_s']:9.2f}{1e3 * loop['step_s_min']:9.2f}   {loop['work']}",
+            flush=True,
+        )
+    differences = ", ".join(
+        f"{name} {value:.1e}"
+        for name, value in result["max_abs_loss_difference_vs_lightning"].items()
+    )
+    print(
+        f"losses: max |diff| vs lightning over {config['steps'][1]} steps: {differences} "
+        f"(agree to 5 decimals: {result['losses_agree_to_5_decimals']})",
+        flush=True,
+    )
+    for against, overhead in result["overhead"].items():
+        verdict = "met" if overhead["target_met"] else "NOT met"
+        print(
+            f"lightning - {against}: {overhead['ms']:+.2f} ms/step ({overhead['percent']:+.1f}%), "
+            f"rounds {', '.join(f'{value:+.2f}' for value in overhead['ms_rounds'])}; "
+            f"target <= {overhead['allowed_ms']:.2f} ms: {verdict}",
+            flush=True,
+        )
+    if "cost_of_self_log_ms" in result:
+        print(
+            f"of which the task's self.log calls {result['cost_of_self_log_ms']:+.2f} ms/step, "
+            f"Lightning's loop itself {result['lightning_loop_cost_ms']:+.2f} ms/step",
+            flush=True,
+        )
