@@ -13,8 +13,9 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
-from seqlab.callbacks.plots import interleave, learning_curves_figure
+from seqlab.callbacks.plots import learning_curves_figure
 from seqlab.pipeline import build_datamodule
+from seqlab.tasks.pictures import interleave
 from seqlab.train import train
 from tests.conftest import ROOT, TINY
 

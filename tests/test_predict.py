@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig
 
-from seqlab.predict import predict
+from seqlab.errors import UserError
+from seqlab.predict import predict, prediction_table
 from seqlab.train import train
 from tests.conftest import ROOT
+from tests.test_language_model import make_model
 
 SMALL_SYNTHETIC = ["data.train_size=64", "data.val_size=16", "data.test_size=24"]
 
@@ -96,6 +98,12 @@ def test_language_model_checkpoint_is_refused_with_a_pointer_to_generate(
     data = ["data=text", f"data.path={corpus}", "data.batch_size=4", "data.bptt=32"]
     with pytest.raises(ValueError, match=r"language model.*scripts/generate\.py"):
         train_then_predict(make_cfg, data)
+
+
+def test_a_task_without_prediction_hooks_has_no_table() -> None:
+    """A task that overrides neither ``prediction_columns`` nor ``prediction_rows``."""
+    with pytest.raises(UserError, match=r"^LanguageModel: no prediction table for this task"):
+        prediction_table(make_model(), [])
 
 
 def test_unknown_split_is_refused(make_cfg) -> None:

@@ -43,7 +43,7 @@ from seqlab.config_checks import check_config
 from seqlab.errors import UserError, exit_on_user_error
 from seqlab.nn.lstm import LSTM, _reverse_index, reverse_time
 from seqlab.reporting import atomic_write, print_config_tree
-from seqlab.tasks import LanguageModel, SequenceTask
+from seqlab.tasks import SequenceTask
 from seqlab.trained import load_trained
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class ExportableModel(nn.Module):
         task = copy.deepcopy(task).eval()
         mask_lstms(task.encoder)
         self.task = task
-        self.language_model = isinstance(task, LanguageModel)
+        self.language_model = task.export_kind == "ids"  # ids in, logits out
         self.eval()
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -25,19 +24,12 @@ from seqlab.config_checks import check_config
 from seqlab.data.base import SPLITS
 from seqlab.errors import UserError, exit_on_user_error
 from seqlab.reporting import atomic_write, print_config_tree
-from seqlab.tasks import (
-    SequenceClassifier,
-    SequenceForecaster,
-    SequenceRegressor,
-    SequenceTagger,
-    SequenceTask,
-)
-from seqlab.tasks.tagging import IGNORE_INDEX
+from seqlab.tasks import SequenceTask
+from seqlab.tasks.base import Row
 from seqlab.trained import is_language_model_checkpoint, load_trained
 
 log = logging.getLogger(__name__)
 
-Row = list[Any]
 Batch = dict[str, Tensor]
 
 
@@ -47,84 +39,21 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _channels(prefix: str, n: int) -> list[str]:
-    return [prefix] if n == 1 else [f"{prefix}_{k}" for k in range(n)]
-
-
-RowsOf = Callable[[int, int, Tensor, Batch], list[Row]]
-
-
-def _layout(model: SequenceTask, class_names: Sequence[str]) -> tuple[list[str], RowsOf]:
-    """The CSV header for ``model``'s task, and how sample ``i`` of a batch becomes rows
-    ``rows_of(index, i, output_i, batch)``."""
-    if isinstance(model, SequenceClassifier):
-        names = list(class_names) or [str(c) for c in range(model.hparams["num_classes"])]
-
-        def classification(index: int, i: int, output: Tensor, batch: Batch) -> list[Row]:
-            probs = output.softmax(-1)
-            target, pred = names[int(batch["y"][i])], names[int(probs.argmax())]
-            return [[index, int(batch["lengths"][i]), target, pred, *probs.tolist()]]
-
-        header = ["index", "length", "target", "pred", *(f"prob_{name}" for name in names)]
-        return header, classification
-
-    if isinstance(model, SequenceRegressor):
-
-        def regression(index: int, i: int, output: Tensor, batch: Batch) -> list[Row]:
-            values = batch["y"][i].float().reshape(-1).tolist() + output.reshape(-1).tolist()
-            return [[index, int(batch["lengths"][i]), *values]]
-
-        outputs = model.output_size
-        header = ["index", "length", *_channels("target", outputs), *_channels("pred", outputs)]
-        return header, regression
-
-    if isinstance(model, SequenceTagger):
-
-        def tagging(index: int, i: int, output: Tensor, batch: Batch) -> list[Row]:
-            rows: list[Row] = []
-            for t in range(int(batch["lengths"][i])):
-                target = int(batch["y"][i, t])
-                scored = target != IGNORE_INDEX
-                pred = int(output[t].argmax())
-                rows.append([index, t, int(scored), target if scored else "", pred])
-            return rows
-
-        return ["index", "step", "scored", "target", "pred"], tagging
-
-    if isinstance(model, SequenceForecaster):
-
-        def forecasting(index: int, i: int, output: Tensor, batch: Batch) -> list[Row]:
-            scored = SequenceForecaster.scored_steps(batch)[i]
-            rows: list[Row] = []
-            for t in range(int(batch["lengths"][i])):
-                values = batch["y"][i, t].float().reshape(-1).tolist() + output[t].tolist()
-                rows.append([index, t, int(scored[t]), *values])
-            return rows
-
-        channels = model.hparams["input_size"]
-        header = ["index", "step", "scored", *_channels("target", channels)]
-        return header + _channels("pred", channels), forecasting
-
-    raise UserError(
-        f"{type(model).__name__}: no prediction table for this task; language models sample "
-        "text with scripts/generate.py"
-    )
-
-
 @torch.no_grad()
 def prediction_table(
     model: SequenceTask, batches: Iterable[Batch], class_names: Sequence[str] = ()
 ) -> tuple[list[str], list[Row]]:
     """``(header, rows)`` of ``model``'s predictions on ``batches``, in order; ``index`` counts
-    samples from 0. Classes are named by ``class_names`` where given, by index otherwise."""
-    header, rows_of = _layout(model, class_names)
+    samples from 0. Classes are named by ``class_names`` where given, by index otherwise.
+    The task's hooks say what its rows hold (``prediction_columns``, ``prediction_rows``)."""
+    header = ["index", *model.prediction_columns(class_names)]
     rows: list[Row] = []
     index = 0
     for batch in batches:
         output = model(batch["x"], batch["lengths"]).float().cpu()
         batch = {key: value.cpu() for key, value in batch.items()}
         for i in range(len(batch["lengths"])):
-            rows += rows_of(index, i, output[i], batch)
+            rows += [[index, *row] for row in model.prediction_rows(batch, output, i, class_names)]
             index += 1
     return header, rows
 

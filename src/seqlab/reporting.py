@@ -40,7 +40,8 @@ def print_config_tree(cfg: DictConfig, save_dir: str | Path | None = None) -> No
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so a crash never leaves a half-written file."""
+    """Write ``text`` as UTF-8 via a temporary file and a rename, so a crash never leaves a
+    half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -48,7 +49,7 @@ def atomic_write(path: Path, text: str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename makes it the file

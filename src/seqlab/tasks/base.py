@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import IO, TYPE_CHECKING, Any, cast
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import lightning as L
 import torch
@@ -13,15 +13,24 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
-from seqlab.errors import ConfigError
+from seqlab.errors import ConfigError, UserError
 from seqlab.nn.heads import MLPHead
 from seqlab.nn.pooling import POOLING_KINDS
 from seqlab.targets import build, target_problems
+from seqlab.tasks.pictures import PictureOptions, TestPictures
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 DEFAULT_ENCODER = "seqlab.nn.LSTMEncoder"
+
+#: One row of ``scripts/predict.py``'s CSV.
+Row = list[Any]
+
+
+def channel_columns(prefix: str, n: int) -> list[str]:
+    """CSV column names of ``n`` values: ``prefix`` alone for one, else ``prefix_0``, ..."""
+    return [prefix] if n == 1 else [f"{prefix}_{k}" for k in range(n)]
 
 
 def build_encoder(config: dict[str, Any], input_size: int) -> nn.Module:
@@ -66,6 +75,10 @@ class SequenceTask(L.LightningModule):
     causal: bool = False
     #: True for many-to-many tasks: the head reads every step's output, nothing is pooled.
     per_step: bool = False
+    #: What the task's exported model takes (`seqlab.export`): "padded", a padded batch
+    #: ``x (B, T, D)`` and ``lengths (B,)``, and returns ``forward(x, lengths)``; "ids", token
+    #: ids ``x (B, T)`` alone, and returns the first output of ``forward(x)``.
+    export_kind: ClassVar[Literal["padded", "ids"]] = "padded"
 
     # Set by build_network and set_metrics.
     encoder: nn.Module
@@ -231,3 +244,29 @@ class SequenceTask(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self(batch["x"], batch["lengths"])
+
+    # ---- hooks of the entry points and callbacks: each task says what it has to show
+
+    def prediction_columns(self, class_names: Sequence[str] = ()) -> list[str]:
+        """The columns of ``scripts/predict.py``'s CSV after ``index`` (the sample's index in
+        its split), for classes named ``class_names`` (the data's; none: their indices).
+        A task without a prediction table, as here, raises a `UserError`."""
+        raise self._no_prediction_table()
+
+    def prediction_rows(
+        self, batch: dict[str, Tensor], output: Tensor, i: int, class_names: Sequence[str] = ()
+    ) -> list[Row]:
+        """The CSV rows of sample ``i`` of ``batch`` (on the CPU), without the index:
+        ``output`` is ``forward``'s for the whole batch, in float32 on the CPU."""
+        raise self._no_prediction_table()
+
+    def _no_prediction_table(self) -> UserError:
+        return UserError(
+            f"{type(self).__name__}: no prediction table for this task; language models sample "
+            "text with scripts/generate.py"
+        )
+
+    def test_pictures(self, options: PictureOptions) -> TestPictures | None:
+        """What `seqlab.callbacks.plots.PlotCallback` draws after testing this task (see
+        `seqlab.tasks.pictures`), built anew for each test; None, as here: nothing."""
+        return None

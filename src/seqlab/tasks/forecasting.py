@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
 from seqlab.nn.masking import lengths_to_mask
-from seqlab.tasks.base import SequenceTask
+from seqlab.tasks.base import Row, SequenceTask, channel_columns
+from seqlab.tasks.pictures import (
+    Picture,
+    PictureOptions,
+    TestPictures,
+    forecast_series_figure,
+    forecast_split_figure,
+    interleave,
+)
 
 
 class SequenceForecaster(SequenceTask):
@@ -120,3 +131,106 @@ class SequenceForecaster(SequenceTask):
         metrics = getattr(self, f"{stage}_{kind}")
         metrics.update(preds.float().flatten(), target.float().flatten())
         self.log_epoch(stage, f"{stage}_{kind}", metrics, prog_bar=kind == "metrics")
+
+    def prediction_columns(self, class_names: Sequence[str] = ()) -> list[str]:
+        channels = self.hparams["input_size"]
+        values = [*channel_columns("target", channels), *channel_columns("pred", channels)]
+        return ["step", "scored", *values]
+
+    def prediction_rows(
+        self, batch: dict[str, Tensor], output: Tensor, i: int, class_names: Sequence[str] = ()
+    ) -> list[Row]:
+        """One row per real step: whether it is scored, the target's values, the forecast's."""
+        scored = self.scored_steps(batch)[i]
+        rows: list[Row] = []
+        for t in range(int(batch["lengths"][i])):
+            values = batch["y"][i, t].float().reshape(-1).tolist() + output[i, t].tolist()
+            rows.append([t, int(scored[t]), *values])
+        return rows
+
+    def test_pictures(self, options: PictureOptions) -> TestPictures | None:
+        return ForecastPictures(self, options.num_series)
+
+
+class ForecastPictures(TestPictures):
+    """``forecast_vs_truth``: a few test series with their one-step forecasts (and the rollout,
+    if the task has one); for data that scores one step per series (sunspots: one year each),
+    every scored step of the test split in order instead, with the numbers behind the picture
+    in ``forecast_vs_truth.csv`` (in the data's normalised units)."""
+
+    def __init__(self, model: SequenceForecaster, num_series: int) -> None:
+        self.model = model
+        self.num_series = num_series
+        self.series: list[dict[str, np.ndarray]] = []
+        self.scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.one_step_per_series = True
+
+    def update(self, trainer: L.Trainer, batch: dict[str, Tensor]) -> None:
+        """The batch's scored steps (every rank: its share of the split); on rank 0 whole
+        series too, up to ``num_series``."""
+        model = self.model
+        x, lengths, target = batch["x"], batch["lengths"], batch["y"]
+        forecast = model(x, lengths)
+        scored = model.scored_steps(batch)
+        per_series = scored.sum(1)
+        self.one_step_per_series &= bool((per_series == 1).all())
+        if self.one_step_per_series:
+            self.scored.append(
+                (
+                    target[scored][:, 0].float().cpu().numpy(),
+                    forecast[scored][:, 0].float().cpu().numpy(),
+                    x[scored][:, 0].float().cpu().numpy(),
+                )
+            )
+        whole = trainer.is_global_zero
+        take = min(self.num_series - len(self.series), x.size(0)) if whole else 0
+        if take <= 0:
+            return
+        rollout = None
+        if model.rollout_horizon and int(lengths[:take].min()) >= model.rollout_horizon:
+            rollout = model.rollout(x[:take], lengths[:take], model.rollout_horizon)
+        real = lengths_to_mask(lengths, x.size(1))
+        for i in range(take):
+            n = int(lengths[i])
+            series = {
+                "target": target[i, :n, 0].float().cpu().numpy(),
+                "forecast": forecast[i, :n, 0].float().cpu().numpy(),
+                "scored": (scored[i] & real[i])[:n].cpu().numpy(),
+            }
+            if rollout is not None:
+                series["rollout"] = rollout[i, :, 0].float().cpu().numpy()
+            self.series.append(series)
+
+    def epoch_end(self, trainer: L.Trainer) -> list[Picture]:
+        """Under DDP each process forecast its own share of the test split, rank r the samples
+        r, r + W, r + 2W, ... (seqlab's evaluation sampler): rank 0 gets every share and puts
+        the scored steps back in the split's order."""
+        if trainer.world_size <= 1 or not torch.distributed.is_initialized():
+            return []
+        local = [np.concatenate(a) for a in zip(*self.scored, strict=True)] or [np.empty(0)] * 3
+        shares: list[Any] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(shares, (self.one_step_per_series, local))
+        self.one_step_per_series = all(one for one, _ in shares)
+        self.scored = []
+        if trainer.is_global_zero and self.one_step_per_series:
+            target, forecast, persistence = (
+                interleave([share[k] for _, share in shares]) for k in range(3)
+            )
+            self.scored = [(target, forecast, persistence)]
+        return []
+
+    def test_end(self, trainer: L.Trainer) -> list[Picture]:
+        if self.scored and self.one_step_per_series:
+            target, forecast, persistence = (
+                np.concatenate(a) for a in zip(*self.scored, strict=True)
+            )
+            rows = ["test_sample,target,forecast,persistence"] + [
+                f"{i},{t:.6g},{f:.6g},{p:.6g}"
+                for i, (t, f, p) in enumerate(zip(target, forecast, persistence, strict=True))
+            ]
+            figure = forecast_split_figure(target, forecast, persistence)
+            csv = {"forecast_vs_truth.csv": "\n".join(rows) + "\n"}
+            return [Picture("forecast_vs_truth", figure, files=csv)]
+        if self.series:
+            return [Picture("forecast_vs_truth", forecast_series_figure(self.series))]
+        return []

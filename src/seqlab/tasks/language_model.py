@@ -16,6 +16,7 @@ import logging
 import math
 from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,6 +24,7 @@ from torchmetrics import Metric
 
 from seqlab.data.text import UNK, Vocabulary
 from seqlab.tasks.base import SequenceTask
+from seqlab.tasks.pictures import Picture, PictureOptions, TestPictures, samples_figure
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class LanguageModel(SequenceTask):
 
     causal = True
     per_step = True
+    export_kind = "ids"
 
     def __init__(
         self,
@@ -163,6 +166,9 @@ class LanguageModel(SequenceTask):
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self.forward_carried(batch["x"], "predict")
 
+    def test_pictures(self, options: PictureOptions) -> TestPictures | None:
+        return SamplePictures(self, options)
+
     @torch.no_grad()
     def generate(
         self,
@@ -224,3 +230,41 @@ class LanguageModel(SequenceTask):
             kth_largest = torch.topk(logits, top_k).values[-1]
             logits[logits < kth_largest] = -math.inf
         return torch.multinomial(logits.softmax(-1), 1, generator=generator)[0]
+
+
+class SamplePictures(TestPictures):
+    """``samples``: text sampled from prompts taken from the test text (the first
+    ``prompt_length`` characters of the first ``num_samples`` test rows), as a picture, as
+    ``samples.txt`` and as a wandb table."""
+
+    def __init__(self, model: LanguageModel, options: PictureOptions) -> None:
+        self.model = model
+        self.options = options
+        self.prompts: list[str] = []
+
+    def update(self, trainer: L.Trainer, batch: dict[str, Tensor]) -> None:
+        if not trainer.is_global_zero:
+            return
+        missing = self.options.num_samples - len(self.prompts)
+        for ids in batch["x"][: max(missing, 0)]:
+            self.prompts.append(self.model.vocabulary.decode(ids[: self.options.prompt_length]))
+
+    def test_end(self, trainer: L.Trainer) -> list[Picture]:
+        if not self.prompts:
+            return []
+        length, temperature = self.options.sample_length, self.options.sample_temperature
+        rows = []
+        for seed, prompt in enumerate(self.prompts):
+            text = self.model.generate(prompt, length, temperature=temperature, seed=seed)
+            rows.append((prompt, text[len(prompt) :]))
+        lines = [f"# temperature {temperature}, {length} characters"]
+        for prompt, sample in rows:
+            lines += ["", f"## prompt: {prompt!r}", prompt + sample]
+        return [
+            Picture(
+                "samples",
+                samples_figure(rows),
+                files={"samples.txt": "\n".join(lines) + "\n"},
+                table=(["prompt", "sample"], [list(r) for r in rows]),
+            )
+        ]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from seqlab.tasks.base import SequenceTask
+from seqlab.tasks.base import Row, SequenceTask, channel_columns
 
 
 class SequenceRegressor(SequenceTask):
@@ -56,3 +57,14 @@ class SequenceRegressor(SequenceTask):
         # Flattened, so a multi-output target counts every output once.
         self.log_metrics(stage, preds.flatten(), target.flatten())
         return loss
+
+    def prediction_columns(self, class_names: Sequence[str] = ()) -> list[str]:
+        outputs = self.output_size
+        return ["length", *channel_columns("target", outputs), *channel_columns("pred", outputs)]
+
+    def prediction_rows(
+        self, batch: dict[str, Tensor], output: Tensor, i: int, class_names: Sequence[str] = ()
+    ) -> list[Row]:
+        """The target's values, then the prediction's."""
+        values = batch["y"][i].float().reshape(-1).tolist() + output[i].reshape(-1).tolist()
+        return [[int(batch["lengths"][i]), *values]]

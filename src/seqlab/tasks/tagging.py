@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from seqlab.nn.masking import lengths_to_mask
-from seqlab.tasks.base import SequenceTask
+from seqlab.tasks.base import Row, SequenceTask
 from seqlab.tasks.classification import classification_metrics
 
 #: Target of a step that is not scored (torch's cross-entropy convention).
@@ -55,3 +56,19 @@ class SequenceTagger(SequenceTask):
         loss = self.reduce_loss(stage, loss, weight=count)
         self.log_metrics(stage, logits, target)
         return loss
+
+    def prediction_columns(self, class_names: Sequence[str] = ()) -> list[str]:
+        return ["step", "scored", "target", "pred"]
+
+    def prediction_rows(
+        self, batch: dict[str, Tensor], output: Tensor, i: int, class_names: Sequence[str] = ()
+    ) -> list[Row]:
+        """One row per real step: whether it is scored, its target (empty if not), the
+        predicted class."""
+        rows: list[Row] = []
+        for t in range(int(batch["lengths"][i])):
+            target = int(batch["y"][i, t])
+            scored = target != IGNORE_INDEX
+            pred = int(output[i, t].argmax())
+            rows.append([t, int(scored), target if scored else "", pred])
+        return rows
