@@ -13,7 +13,8 @@ SRC = ROOT / "src"
 #: errors is below all; nn is pure PyTorch; targets lists nn's encoders; data and tasks sit
 #: side by side on them; the config checks read data, tasks and nn; the run helpers (loggers,
 #: checkpoint I/O, reporting, resolvers, the run folder's lock) serve callbacks and pipeline;
-#: trained loads a trained run through pipeline for the entry points, which come last.
+#: trained loads a trained run through pipeline for the entry points, which come last; resume
+#: (the checkpoint a run goes on from) reads checkpoints through trained, beside it.
 LAYERS = [
     {"seqlab.errors"},
     {"seqlab.nn"},
@@ -29,7 +30,7 @@ LAYERS = [
     },
     {"seqlab.callbacks"},
     {"seqlab.pipeline"},
-    {"seqlab.trained"},
+    {"seqlab.trained", "seqlab.resume"},
     {"seqlab", "seqlab.train", "seqlab.evaluate", "seqlab.predict", "seqlab.export"},
     {"seqlab.generate", "seqlab.search"},
 ]
