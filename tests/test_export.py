@@ -19,13 +19,12 @@ from seqlab import export as export_module
 from seqlab.errors import UserError
 from seqlab.export import (
     ExportableModel,
-    MaskedLSTM,
     export,
     export_onnx,
     export_program,
     run_onnx,
 )
-from seqlab.nn import ENCODERS, EncoderOutput, LSTMEncoder, lengths_to_mask
+from seqlab.nn import ENCODERS, EncoderOutput, LSTMEncoder, MaskedLSTM, lengths_to_mask
 from seqlab.pipeline import build_datamodule, task_class
 from seqlab.tasks import SequenceClassifier
 from seqlab.train import train

@@ -5,14 +5,9 @@ The exported model takes a padded batch ``x (B, T, D)`` and ``lengths (B,)`` (a 
 ``ids (B, T)``) and returns what the task's ``forward`` returns (logits, values or per-step
 forecasts), for any B and T.
 
-Any registered encoder is exported as it is, but for seqlab's LSTMs in it: neither of
-`seqlab.nn.LSTM`'s implementations traces as it is: the fused one packs the batch
-(a PackedSequence's batch sizes are data, read on the host) and the loop one reads the lengths
-on the host too, to sort the batch and shrink it as sequences end. `MaskedLSTM` computes the
-same function with the lengths as a mask instead: every row steps through every time step, and
-a step past a sequence's end keeps the state and outputs zeros; the reverse direction reads
-each sequence reversed within its own length (a gather), so padding never reaches it either.
-The time loop is torch's ``scan``, so the exported program keeps T symbolic.
+Any registered encoder is exported as it is, but for seqlab's LSTMs in it: each is swapped for
+`seqlab.nn.MaskedLSTM`, the same function in traceable operations (the lengths a mask, the time
+loop torch's ``scan``), so the exported program keeps T symbolic.
 
 An encoder whose code fixes T (torch's RNNs, a layer over a fixed number of steps) is exported
 with T, or B and T, fixed to the traced batch's, with a warning; one that ``torch.export``
@@ -41,7 +36,7 @@ from torch.export import Dim, ExportedProgram
 
 from seqlab.config_checks import check_config
 from seqlab.errors import UserError, exit_on_user_error
-from seqlab.nn.lstm import LSTM, _reverse_index, reverse_time
+from seqlab.nn import LSTM, MaskedLSTM
 from seqlab.reporting import atomic_write, print_config_tree
 from seqlab.tasks import SequenceTask
 from seqlab.trained import load_trained
@@ -50,100 +45,10 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("torch_export", "onnx")
 ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")  # torch's exporters colour their messages
-State = tuple[Tensor, Tensor]
 #: The sizes an exported model may leave free, by axis of its input.
 SIZES = ((0, "batch"), (1, "steps"))
 #: What export tries, in turn: both free, the batch size only (torch's RNNs fix the steps), none.
 FREE_CHOICES: tuple[tuple[str, ...], ...] = (("batch", "steps"), ("batch",), ())
-
-try:  # torch >= 2.6; a private module, but what torch.export and ONNX turn into a loop op.
-    from torch._higher_order_ops.scan import scan as _torch_scan
-except ImportError:  # pragma: no cover - older torch: an unrolled loop (T fixed when exported)
-    _torch_scan = None  # type: ignore[assignment]
-
-
-def scan(
-    step: Callable[[State, tuple[Tensor, Tensor]], tuple[State, Tensor]],
-    init: State,
-    xs: tuple[Tensor, Tensor],
-) -> tuple[State, Tensor]:
-    """``step(carry, x_t) -> (carry, y_t)`` over dim 0 of ``xs``; returns ``(carry, ys)``."""
-    if _torch_scan is not None:
-        return _torch_scan(step, init, xs)
-    carry, ys = init, []
-    for x_t in zip(*xs, strict=True):
-        carry, y = step(carry, x_t)
-        ys.append(y)
-    return carry, torch.stack(ys)
-
-
-class MaskedLSTM(nn.Module):
-    """`seqlab.nn.LSTM`'s forward ``(input, hx, *, lengths) -> (output, (h_n, c_n))``, in
-    traceable operations only (see the module docstring). Shares the LSTM's parameters.
-    Inference only: no dropout between layers."""
-
-    def __init__(self, lstm: LSTM) -> None:
-        super().__init__()
-        if getattr(lstm, "layer_norm", False):
-            raise UserError(
-                "model.encoder.layer_norm=true: export supports LSTMs without layer norm only"
-            )
-        self.lstm = lstm
-
-    def forward(
-        self, input: Tensor, hx: State | None = None, *, lengths: Tensor | None = None
-    ) -> tuple[Tensor, State]:
-        lstm = self.lstm
-        x = input.transpose(0, 1) if lstm.batch_first else input  # (T, B, D)
-        steps, batch = x.shape[0], x.shape[1]
-        if hx is None:
-            hx = lstm._zero_state(batch, x)
-        if lengths is None:
-            lengths = torch.full((batch,), steps, dtype=torch.long, device=x.device)
-        lengths = lengths.to(x.device)
-        real = (torch.arange(steps, device=x.device).unsqueeze(1) < lengths).unsqueeze(-1)
-        reverse = _reverse_index(lengths, steps, x.device) if lstm.bidirectional else None
-        suffixes = ("", "_reverse") if lstm.bidirectional else ("",)
-        h_n, c_n = [], []
-        layer_input = x
-        for layer in range(lstm.num_layers):
-            outputs = []
-            for direction, suffix in enumerate(suffixes):
-                k = layer * len(suffixes) + direction
-                read = layer_input if direction == 0 else reverse_time(layer_input, reverse)
-                output, (h, c) = self._direction(
-                    read, real, (hx[0][k], hx[1][k]), f"l{layer}{suffix}"
-                )
-                outputs.append(output if direction == 0 else reverse_time(output, reverse))
-                h_n.append(h)
-                c_n.append(c)
-            layer_input = torch.cat(outputs, dim=-1)
-        output = layer_input.transpose(0, 1) if lstm.batch_first else layer_input
-        return output, (torch.stack(h_n), torch.stack(c_n))
-
-    def _direction(self, x: Tensor, real: Tensor, state: State, name: str) -> tuple[Tensor, State]:
-        """(T, B, D) -> (T, B, Hp) outputs, zero past each sequence's end, and its final state."""
-        lstm = self.lstm
-        gates_x = x @ getattr(lstm, f"weight_ih_{name}").T
-        if lstm.bias:
-            gates_x = gates_x + getattr(lstm, f"bias_ih_{name}") + getattr(lstm, f"bias_hh_{name}")
-        w_hh = getattr(lstm, f"weight_hh_{name}")
-        w_hr = getattr(lstm, f"weight_hr_{name}") if lstm.proj_size else None
-
-        def step(carry: State, inputs: tuple[Tensor, Tensor]) -> tuple[State, Tensor]:
-            h, c = carry
-            gates, keep = inputs
-            i, f, g, o = (gates + h @ w_hh.T).chunk(4, dim=-1)
-            c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h_next = torch.sigmoid(o) * torch.tanh(c_next)
-            if w_hr is not None:
-                h_next = h_next @ w_hr.T
-            h_next = torch.where(keep, h_next, h)
-            c_next = torch.where(keep, c_next, c)
-            return (h_next, c_next), torch.where(keep, h_next, torch.zeros_like(h_next))
-
-        final, outputs = scan(step, state, (gates_x, real))
-        return outputs, final
 
 
 class ExportableModel(nn.Module):

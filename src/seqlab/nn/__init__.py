@@ -7,7 +7,7 @@ from seqlab.nn.cell import LSTMCell
 from seqlab.nn.conv import ConvFrontEnd
 from seqlab.nn.encoder import EncoderOutput, LSTMEncoder
 from seqlab.nn.init_state import InitialState
-from seqlab.nn.lstm import LSTM
+from seqlab.nn.lstm import LSTM, MaskedLSTM
 from seqlab.nn.masking import lengths_to_mask
 from seqlab.nn.pooling import Pooling
 
@@ -39,6 +39,7 @@ __all__ = [
     "InitialState",
     "LSTMCell",
     "LSTMEncoder",
+    "MaskedLSTM",
     "Pooling",
     "lengths_to_mask",
     "register_encoder",

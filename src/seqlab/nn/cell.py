@@ -1,10 +1,11 @@
-"""The seed notebook's LSTM cell, written out gate by gate."""
+"""The seed notebook's LSTM cell: one `lstm_step` of `seqlab.nn.recurrence`."""
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from seqlab.nn.recurrence import lstm_step
 
 
 class LSTMCell(nn.LSTMCell):
@@ -19,7 +20,7 @@ class LSTMCell(nn.LSTMCell):
         c' = f * c + i * g
         h' = o * tanh(c')
 
-    The weight rows are stacked in torch's order i, f, g, o.
+    The weight rows are stacked in torch's order i, f, g, o; the step is `recurrence.lstm_step`.
     """
 
     def forward(
@@ -44,13 +45,8 @@ class LSTMCell(nn.LSTMCell):
                     )
             h, c = (hx[0], hx[1]) if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
 
-        gates = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(
-            h, self.weight_hh, self.bias_hh
-        )
-        i, f, g, o = gates.chunk(4, dim=-1)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        c = f * c + i * g
-        h = o * torch.tanh(c)
+        gates_x = F.linear(input, self.weight_ih, self.bias_ih)
+        h, c = lstm_step(gates_x, h, c, self.weight_hh, self.bias_hh)
 
         if not batched:
             h, c = h.squeeze(0), c.squeeze(0)

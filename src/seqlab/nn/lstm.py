@@ -7,11 +7,14 @@ The class subclasses `torch.nn.LSTM`, so parameter names (`weight_ih_l0`, `bias_
 `seqlab.nn.recurrence`: one matrix product for the input projection of every step, then a time loop
 doing only `h @ W_hh^T` and the gate arithmetic, with a hand-written backward. The loop is where
 the research options live (layer norm, recurrent dropout, forget-gate bias).
+
+`MaskedLSTM` is the same function in traceable operations, for `torch.export` and ONNX.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -20,11 +23,18 @@ from torch import Tensor, nn
 from torch.nn import init
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from seqlab.errors import UserError
 from seqlab.nn.masking import LengthsLike, as_lengths
-from seqlab.nn.recurrence import layer_norm_recurrence, lstm_layer
+from seqlab.nn.recurrence import layer_norm_recurrence, lstm_layer, masked_recurrence
 
 IMPLS = ("auto", "fused", "loop")
 State = tuple[Tensor, Tensor]
+#: One layer of all directions: (input (T, B, D), layer, h0 (dirs, B, Hp), c0 (dirs, B, H))
+#: -> (output (T, B, dirs * Hp), h_n (dirs, B, Hp), c_n (dirs, B, H)).
+LayerFn = Callable[[Tensor, int, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
+#: One direction of a layer: (input (T, B, D) in its own time, direction, "l{layer}{suffix}")
+#: -> (output (T, B, Hp) in its own time, h_n (B, Hp), c_n (B, H)).
+DirectionFn = Callable[[Tensor, int, str], tuple[Tensor, Tensor, Tensor]]
 
 
 def _loop_only_options(
@@ -383,20 +393,46 @@ class LSTM(nn.LSTM):
                 reverse_index = _reverse_index(sorted_lengths, steps, x.device)
         if not self.layer_norm:
             return self._run_fast_layers(x, hx, batch_sizes, reverse_index)
+
+        def layer_norm_layer(
+            x: Tensor, layer: int, h0: Tensor, c0: Tensor
+        ) -> tuple[Tensor, Tensor, Tensor]:
+            return self._layer_norm_layer(x, layer, h0, c0, batch_sizes, reverse_index)
+
+        return self.by_layer(x, hx, layer_norm_layer, dropout=self.training)
+
+    def by_layer(
+        self, x: Tensor, hx: State, run: LayerFn, *, dropout: bool
+    ) -> tuple[Tensor, State]:
+        """(T, B, D) -> (T, B, dirs * Hp), ((L * dirs, B, Hp), (L * dirs, B, H)), one layer after
+        the other through `run`, with dropout between layers if `dropout` (and self.dropout)."""
         dirs = self.num_directions
         h_n, c_n = [], []
         layer_input = x
         for layer in range(self.num_layers):
             first, last = layer * dirs, (layer + 1) * dirs
-            layer_output, h, c = self._layer_norm_layer(
-                layer_input, layer, hx[0][first:last], hx[1][first:last], batch_sizes, reverse_index
-            )
-            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
+            layer_output, h, c = run(layer_input, layer, hx[0][first:last], hx[1][first:last])
+            if dropout and self.dropout > 0 and layer < self.num_layers - 1:
                 layer_output = F.dropout(layer_output, self.dropout, training=True)
             layer_input = layer_output
             h_n.append(h)
             c_n.append(c)
         return layer_input, (torch.cat(h_n), torch.cat(c_n))
+
+    def by_direction(
+        self, x: Tensor, layer: int, reverse_index: Tensor | None, run: DirectionFn
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One layer, (T, B, D) -> (T, B, dirs * Hp), h_n (dirs, B, Hp), c_n (dirs, B, H): each
+        direction through `run`, the reverse one reading each sequence reversed within its length
+        (`reverse_index`, see `reverse_time`) and its output turned back into natural time."""
+        outputs, h_n, c_n = [], [], []
+        for direction, suffix in enumerate(self._direction_suffixes()):
+            x_dir = x if direction == 0 else reverse_time(x, reverse_index)
+            output, h, c = run(x_dir, direction, f"l{layer}{suffix}")
+            outputs.append(output if direction == 0 else reverse_time(output, reverse_index))
+            h_n.append(h)
+            c_n.append(c)
+        return torch.cat(outputs, dim=-1), torch.stack(h_n), torch.stack(c_n)
 
     def _run_fast_layers(
         self,
@@ -501,19 +537,19 @@ class LSTM(nn.LSTM):
         batch_sizes: list[int] | None,
         reverse_index: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Same contract as `_fast_layer`, one direction after the other, plain autograd."""
+        """(T, B, D) -> (T, B, dirs * Hp), h_n, c_n: one direction after the other, plain autograd."""
         recurrent_mask = self._recurrent_mask(x.size(1), x)
         biases = self._gate_biases(layer)
-        outputs, h_n, c_n = [], [], []
-        for direction, suffix in enumerate(self._direction_suffixes()):
-            name = f"l{layer}{suffix}"
-            x_dir = x if direction == 0 else reverse_time(x, reverse_index)
+
+        def direction_loop(
+            x_dir: Tensor, direction: int, name: str
+        ) -> tuple[Tensor, Tensor, Tensor]:
             xw = getattr(self, f"layer_norm_ih_{name}")(
                 x_dir @ getattr(self, f"weight_ih_{name}").T
             )
             if biases[direction] is not None:
                 xw = xw + biases[direction]
-            output, h, c = layer_norm_recurrence(
+            return layer_norm_recurrence(
                 xw,
                 getattr(self, f"weight_hh_{name}"),
                 h0[direction],
@@ -524,7 +560,69 @@ class LSTM(nn.LSTM):
                 recurrent_mask=recurrent_mask[direction] if recurrent_mask is not None else None,
                 batch_sizes=batch_sizes,
             )
-            outputs.append(output if direction == 0 else reverse_time(output, reverse_index))
-            h_n.append(h)
-            c_n.append(c)
-        return torch.cat(outputs, dim=-1), torch.stack(h_n), torch.stack(c_n)
+
+        return self.by_direction(x, layer, reverse_index, direction_loop)
+
+
+class MaskedLSTM(nn.Module):
+    """`LSTM`'s forward ``(input, hx, *, lengths) -> (output, (h_n, c_n))`` in traceable
+    operations only, for `torch.export` and ONNX. Shares the LSTM's parameters. Inference
+    only: no dropout between layers; LSTMs without layer norm only.
+
+    Neither of `LSTM`'s implementations traces as it is: the fused one packs the batch (a
+    PackedSequence's batch sizes are data, read on the host) and the loop one reads the lengths
+    on the host too, to sort the batch and shrink it as sequences end. Here the lengths are a
+    mask instead: every row steps through every time step (`recurrence.masked_recurrence`), and
+    a step past a sequence's end keeps the state and outputs zeros; the reverse direction reads
+    each sequence reversed within its own length (a gather), so padding never reaches it either.
+    """
+
+    def __init__(self, lstm: LSTM) -> None:
+        super().__init__()
+        if getattr(lstm, "layer_norm", False):
+            raise UserError(
+                "model.encoder.layer_norm=true: export supports LSTMs without layer norm only"
+            )
+        self.lstm = lstm
+
+    def forward(
+        self, input: Tensor, hx: State | None = None, *, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        lstm = self.lstm
+        x = input.transpose(0, 1) if lstm.batch_first else input  # (T, B, D)
+        steps, batch = x.shape[0], x.shape[1]
+        if hx is None:
+            hx = lstm._zero_state(batch, x)
+        if lengths is None:
+            lengths = torch.full((batch,), steps, dtype=torch.long, device=x.device)
+        lengths = lengths.to(x.device)
+        real = (torch.arange(steps, device=x.device).unsqueeze(1) < lengths).unsqueeze(-1)
+        reverse = _reverse_index(lengths, steps, x.device) if lstm.bidirectional else None
+
+        def layer_fn(
+            x: Tensor, layer: int, h0: Tensor, c0: Tensor
+        ) -> tuple[Tensor, Tensor, Tensor]:
+            def direction_loop(
+                x_dir: Tensor, direction: int, name: str
+            ) -> tuple[Tensor, Tensor, Tensor]:
+                gates_x = x_dir @ getattr(lstm, f"weight_ih_{name}").T
+                if lstm.bias:  # added one after the other, not folded as the loop does
+                    gates_x = (
+                        gates_x
+                        + getattr(lstm, f"bias_ih_{name}")
+                        + getattr(lstm, f"bias_hh_{name}")
+                    )
+                return masked_recurrence(
+                    gates_x,
+                    real,
+                    h0[direction],
+                    c0[direction],
+                    getattr(lstm, f"weight_hh_{name}"),
+                    w_hr=getattr(lstm, f"weight_hr_{name}") if lstm.proj_size else None,
+                )
+
+            return lstm.by_direction(x, layer, reverse, direction_loop)
+
+        output, state = lstm.by_layer(x, hx, layer_fn, dropout=False)
+        output = output.transpose(0, 1) if lstm.batch_first else output
+        return output, state

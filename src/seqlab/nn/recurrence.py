@@ -1,7 +1,20 @@
-"""The time loop of one LSTM layer, for one or both directions at once.
+"""The LSTM recurrence: one step, `lstm_step`, and the time loops that run it.
 
-The input projection `x @ W_ih^T + b_ih + b_hh` is computed for all time steps at once (one large
-matrix product), so the loop only does `h @ W_hh^T` and the gate arithmetic per step.
+`lstm_step` is the recurrence in plain autograd operations, written once (gate order i, f, g, o):
+
+    gates = x W_ih^T + b_ih + LN_hh(h W_hh^T + b_hh);  i, f, g, o = chunk(gates, 4)
+    c' = sigmoid(f) * c + sigmoid(i) * tanh(g);  h' = sigmoid(o) * tanh(LN_cell(c'))  [W_hr h']
+
+It is `seqlab.nn.LSTMCell`'s step, and the step of two time loops over one direction:
+`layer_norm_recurrence` (layer norm; rows leave a packed batch as their sequences end) and
+`masked_recurrence` (every row steps through every step, its length a mask, the loop torch's
+`scan`: traceable, for `seqlab.nn.MaskedLSTM` and export).
+
+`lstm_layer`, the default loop of `seqlab.nn.LSTM`, computes the same step without layer norm
+as a hand-written kernel for one or both directions at once (`_LSTMLayer`: its own forward and
+backward, the step's arithmetic rearranged for speed; see there). Its input projection
+`x @ W_ih^T + b_ih + b_hh` is computed for all time steps at once (one large matrix product), so
+the loop only does `h @ W_hh^T` and the gate arithmetic per step.
 
 Layout conventions (directions stacked so both run in one batched matmul per step):
 
@@ -20,13 +33,20 @@ computed; the others keep their state, so padding never touches the state.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+try:  # torch >= 2.6; a private module, but what torch.export and ONNX turn into a loop op.
+    from torch._higher_order_ops.scan import scan as _torch_scan
+except ImportError:  # pragma: no cover - older torch: an unrolled loop (T fixed when exported)
+    _torch_scan = None  # type: ignore[assignment]
+
+State = tuple[Tensor, Tensor]
 
 
 def _zero_padded_rows(buffers: Sequence[Tensor], batch_sizes: Sequence[int]) -> None:
@@ -162,7 +182,8 @@ class _LSTMLayer(torch.autograd.Function):
     projection's buffer becomes the saved gate activations in place, which saves allocating
     (and page-faulting in) another T * B * 4H floats per layer.
 
-    Two tricks keep the per-step work to one sigmoid over all four gates:
+    Per step this is `lstm_step` (no layer norm), rearranged in place; two tricks keep the
+    per-step work to one sigmoid over all four gates:
     - The cell-gate rows of W_ih, W_hh and the bias are doubled, so its pre-activation arrives
       as 2a and g = tanh(a) = 2 * sigmoid(2a) - 1. The saved activations are then sigmoids for
       all four gates, whose derivative is uniformly s * (1 - s).
@@ -423,6 +444,37 @@ def lstm_layer(
         return _LSTMLayer.apply(x, w_ih, bias, w_hh, h0, c0, w_hr, recurrent_mask, sizes)
 
 
+def lstm_step(
+    gates_x: Tensor,
+    h: Tensor,
+    c: Tensor,
+    w_hh: Tensor,
+    b_hh: Tensor | None = None,
+    *,
+    norm_hh: nn.Module | None = None,
+    norm_cell: nn.Module | None = None,
+    w_hr: Tensor | None = None,
+) -> State:
+    """One LSTM step in plain autograd: (B, 4H) input gates, h (B, Hp), c (B, H) -> h', c'.
+
+    `gates_x` is the input's share, x W_ih^T + b_ih (+ b_hh), as the caller computed it; the
+    step adds h W_hh^T (+ b_hh), layer-normalised by `norm_hh` if given, then
+        i, f, g, o = chunk(gates, 4)                    gate order as in torch.nn.LSTM
+        c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
+        h' = sigmoid(o) * tanh(c')                      tanh(norm_cell(c')) with layer norm
+    and projects h' by `w_hr` (proj_size). The carried c' stays un-normalised.
+    """
+    recurrent = F.linear(h, w_hh, b_hh)
+    if norm_hh is not None:
+        recurrent = norm_hh(recurrent)
+    i, f, g, o = (gates_x + recurrent).chunk(4, dim=-1)
+    c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h_next = torch.sigmoid(o) * torch.tanh(c_next if norm_cell is None else norm_cell(c_next))
+    if w_hr is not None:
+        h_next = h_next @ w_hr.T
+    return h_next, c_next
+
+
 def layer_norm_recurrence(
     xw: Tensor,
     w_hh: Tensor,
@@ -438,8 +490,7 @@ def layer_norm_recurrence(
     """Layer-normalised LSTM time loop for one direction (Ba et al., 2016), plain autograd.
 
     (T, B, 4H) gate inputs, already normalised -> outputs (T, B, Hp), h_n (B, Hp), c_n (B, H).
-    Per step: gates = xw_t + LN_hh(h W_hh^T); c_t = f*c + i*g; h_t = o * tanh(LN_cell(c_t)).
-    The carried cell state stays un-normalised, as in the paper.
+    Per step `lstm_step` with `norm_hh` and `norm_cell`, on the rows still real at that step.
     """
     steps, batch, _ = xw.shape
     if batch_sizes is None:
@@ -449,12 +500,9 @@ def layer_norm_recurrence(
     for t, xw_t in enumerate(xw.unbind(0)):
         rows = batch_sizes[t]
         h_rows = h[:rows] if recurrent_mask is None else h[:rows] * recurrent_mask[:rows]
-        gates = xw_t[:rows] + norm_hh(h_rows @ w_hh.T)
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c_new = torch.sigmoid(f) * c[:rows] + torch.sigmoid(i) * torch.tanh(g)
-        h_new = torch.sigmoid(o) * torch.tanh(norm_cell(c_new))
-        if w_hr is not None:
-            h_new = h_new @ w_hr.T
+        h_new, c_new = lstm_step(
+            xw_t[:rows], h_rows, c[:rows], w_hh, norm_hh=norm_hh, norm_cell=norm_cell, w_hr=w_hr
+        )
         if rows < batch:
             # Finished rows keep their state; their output is zero.
             h = torch.cat([h_new, h[rows:]])
@@ -464,3 +512,46 @@ def layer_norm_recurrence(
             h, c = h_new, c_new
             outputs.append(h_new)
     return torch.stack(outputs), h, c
+
+
+def scan(
+    step: Callable[[State, tuple[Tensor, Tensor]], tuple[State, Tensor]],
+    init: State,
+    xs: tuple[Tensor, Tensor],
+) -> tuple[State, Tensor]:
+    """``step(carry, x_t) -> (carry, y_t)`` over dim 0 of ``xs``; returns ``(carry, ys)``."""
+    if _torch_scan is not None:
+        return _torch_scan(step, init, xs)
+    carry, ys = init, []
+    for x_t in zip(*xs, strict=True):
+        carry, y = step(carry, x_t)
+        ys.append(y)
+    return carry, torch.stack(ys)
+
+
+def masked_recurrence(
+    gates_x: Tensor,
+    real: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_hh: Tensor,
+    *,
+    w_hr: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """LSTM time loop for one direction in traceable operations: every row steps through every
+    step, its length a mask, the loop torch's `scan` (T stays symbolic when exported).
+
+    (T, B, 4H) input gates, `real` (T, B, 1) bool -> outputs (T, B, Hp), zero where not real,
+    h_n (B, Hp), c_n (B, H): a row keeps its state at the steps past its end.
+    """
+
+    def step(carry: State, inputs: tuple[Tensor, Tensor]) -> tuple[State, Tensor]:
+        h, c = carry
+        gates, keep = inputs
+        h_next, c_next = lstm_step(gates, h, c, w_hh, w_hr=w_hr)
+        h_next = torch.where(keep, h_next, h)
+        c_next = torch.where(keep, c_next, c)
+        return (h_next, c_next), torch.where(keep, h_next, torch.zeros_like(h_next))
+
+    (h_n, c_n), outputs = scan(step, (h0, c0), (gates_x, real))
+    return outputs, h_n, c_n
