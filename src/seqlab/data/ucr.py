@@ -294,7 +294,12 @@ class UCRDataModule(SequenceDataModule):
             )
         if self.auto_batch:
             log.info("%s: batch_size=auto is %d", self.name, self.batch_size)
-        log.info("%s: normalize=%s", self.name, self.normalize)
+        log.info(
+            "%s: normalize=%s, %d input channels to the model",
+            self.name,
+            self.normalize,
+            datasets["train"][0][0].shape[-1],
+        )
         return datasets
 
     def _prepare(self, x: np.ndarray) -> torch.Tensor:
