@@ -83,8 +83,7 @@ def carries_no_scale(sequences: Sequence[np.ndarray | Tensor]) -> bool:
     levels, spreads = _levels_and_spreads([torch.as_tensor(x) for x in sequences])
     unit = spreads.max().clamp_min(1e-12)
     return bool(
-        (levels.max() - levels.min() <= 0.01 * unit).all()
-        and (spreads.min() >= 0.95 * spreads.max())
+        levels.max() - levels.min() <= 0.01 * unit and spreads.min() >= 0.95 * spreads.max()
     )
 
 
@@ -109,10 +108,11 @@ class SeriesScale:
     constant over its steps, its own level and spread per channel, so ``(T, C)`` becomes
     ``(T, 3C)``: ``[z-scored x, level, spread]``.
 
-    Level is ``asinh(mean / unit)`` and spread ``log(std / unit + 1e-3)``, with ``unit`` the
-    training sequences' median spread (the lower middle one for an even count) (both readable across orders of magnitude, signs kept),
-    then z-scored with the training sequences' statistics and clipped to +-`CLIP`, so a test
-    sequence far outside them cannot swamp the network. Fit on the training split only.
+    Level is ``asinh(mean / unit)`` and spread ``log(std / unit + 1e-3)`` (both readable across
+    orders of magnitude, the level's sign kept), ``unit`` the training sequences' median spread
+    (the lower middle one for an even count); both are then z-scored with the training
+    sequences' statistics and clipped to +-`CLIP`, so a test sequence far outside them cannot
+    swamp the network. Fit on the training split only.
     """
 
     unit: Tensor  # (C,)

@@ -73,10 +73,7 @@ def load_ts(path: Path, missing: str = "error") -> tuple[list[np.ndarray], np.nd
     series = [np.asarray(x, dtype=np.float64).T for x in X]  # aeon gives (C, T)
     if not series:
         raise DataError(f"{path}: no samples; is it a .ts file with a @data section?")
-    channels = {x.shape[1] for x in series}
-    if len(channels) != 1:
-        raise DataError(f"{path}: samples have different channel counts {sorted(channels)}")
-    series = _checked(path, series, missing=missing)
+    series = _checked(path, series, missing=missing)  # also: one channel count for all
     # aeon reads any label after the last colon: a typo would become a class of its own.
     # Case aside: BasicMotions declares "Standing" and labels its samples "standing".
     declared = declared_labels(path)
