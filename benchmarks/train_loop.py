@@ -201,7 +201,7 @@ def raw_run(setup: TrainingSetup, steps: int, metrics: bool) -> RunResult:
     optimizer = model.configure_optimizers()
     model.train()
     for batch in setup.loader(steps):
-        batch = {key: value.to(setup.device) for key, value in batch.items()}
+        batch = model.transfer_batch_to_device(batch, setup.device, 0)  # as Lightning's loop
         logits = model(batch["x"], batch["lengths"])
         loss = F.cross_entropy(logits.float(), batch["y"])
         if metrics:

@@ -24,6 +24,14 @@ TINY = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # seqlab.tasks.base silences Lightning's note on the tasks' transfer_batch_to_device hook
+    # when it is imported, but pytest resets the warning filters around every test.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:.*overridden `transfer_batch_to_device` in `LightningModule`"
+    )
+
+
 def compose_config(name: str, overrides: Sequence[str], run_dir: Path) -> DictConfig:
     """Compose ``configs/<name>.yaml`` as Hydra would, with the run folder at ``run_dir``."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

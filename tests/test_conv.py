@@ -94,6 +94,35 @@ def test_gradcheck_in_double_precision():
     assert torch.autograd.gradcheck(lambda inp: frontend(inp, mask), (x,))
 
 
+@pytest.mark.parametrize("squeeze_excite", [False, True])
+def test_host_lengths_find_the_real_steps_the_mask_gives(squeeze_excite):
+    """In training, BatchNorm's real steps found from the lengths on the host (what
+    LSTMEncoder passes) give, to the bit, what reading the mask gives."""
+    torch.manual_seed(0)
+    frontends = [ConvFrontEnd(3, [6, 5], 3, squeeze_excite).train() for _ in range(2)]
+    frontends[1].load_state_dict(frontends[0].state_dict())
+    x = padded(LENGTHS, 9, 3).requires_grad_()
+    mask = lengths_to_mask(LENGTHS, 9)
+    outs = [frontends[0](x, mask), frontends[1](x, mask, LENGTHS)]
+    grads = [torch.autograd.grad(out.pow(2).sum(), x)[0] for out in outs]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+    for a, b in zip(frontends[0].norms, frontends[1].norms, strict=True):
+        assert torch.equal(a.running_mean, b.running_mean)
+        assert torch.equal(a.running_var, b.running_var)
+
+
+def test_training_with_host_lengths_reads_nothing_back_from_the_device():
+    """On the data-less meta device (see tests/test_encoder.py): with the lengths on the host
+    the masked batch statistics need no value from the device; without them, they do."""
+    frontend = ConvFrontEnd(3, [6, 5], 3, squeeze_excite=True).to("meta").train()
+    x = torch.randn(4, 9, 3, device="meta", requires_grad=True)
+    mask = lengths_to_mask(LENGTHS, 9).to("meta")
+    frontend(x, mask, LENGTHS).sum().backward()
+    assert x.grad.device.type == "meta"
+    with pytest.raises(NotImplementedError, match="nonzero"):
+        frontend(x, mask)
+
+
 @pytest.mark.parametrize("impl", ["fused", "loop"])
 def test_encoder_with_a_front_end_is_independent_of_padding(impl):
     torch.manual_seed(0)

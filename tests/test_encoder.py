@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqlab.nn import EncoderOutput, LSTMEncoder
+from seqlab.nn import EncoderOutput, LSTMEncoder, lengths_to_mask
 
 LENGTHS = torch.tensor([6, 2, 4])
 
@@ -83,3 +83,54 @@ def test_lengths_may_be_a_list():
     encoder = LSTMEncoder(5, 4, 1).eval()
     x = torch.randn(3, 6, 5)
     torch.testing.assert_close(encoder(x, LENGTHS.tolist()).features, encoder(x, LENGTHS).features)
+
+
+@pytest.mark.parametrize("conv_channels", [[], [4]])
+@pytest.mark.parametrize("lengths", [LENGTHS, LENGTHS.tolist()], ids=["tensor", "list"])
+def test_the_output_carries_the_padding_mask_built_from_the_lengths(lengths, conv_channels):
+    encoder = LSTMEncoder(5, 8, 1, conv_channels=conv_channels, conv_kernel_size=3, pooling=None)
+    result = encoder(torch.randn(3, 6, 5), lengths)
+    assert result.mask.dtype == torch.bool
+    assert torch.equal(result.mask, lengths_to_mask(LENGTHS, 6))
+    assert encoder(torch.randn(3, 6, 5)).mask is None
+
+
+# The data-less meta device stands in for an accelerator: reading a value back from it
+# (.item(), .tolist(), int(), bool(), .cpu(), nonzero or boolean-mask indexing) raises, and so
+# does mixing a CPU tensor into its arithmetic. A forward and backward that run there with the
+# lengths on the CPU, as the tasks keep them, never make the host wait for the device.
+ENCODER_CASES = {
+    "fused": {"impl": "fused"},
+    "loop": {"impl": "loop"},
+    "fused-bidirectional-attention": {
+        "impl": "fused",
+        "bidirectional": True,
+        "pooling": "attention",
+    },
+    "loop-bidirectional-mean": {"impl": "loop", "bidirectional": True, "pooling": "mean"},
+    "loop-layer-norm-max": {"impl": "loop", "layer_norm": True, "recurrent_dropout": 0.2},
+    "lstm-fcn": {
+        "conv_channels": [4, 4],
+        "conv_mode": "parallel",
+        "conv_squeeze_excite": True,
+        "pooling": "mean",
+    },
+    "cnn-lstm-many-to-many": {"impl": "loop", "conv_channels": [4], "pooling": None},
+}
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("lengths", [LENGTHS, torch.tensor([6, 6, 6])], ids=["padded", "full"])
+@pytest.mark.parametrize("options", ENCODER_CASES.values(), ids=ENCODER_CASES.keys())
+def test_forward_and_backward_read_nothing_back_from_the_device(options, lengths, training):
+    torch.manual_seed(0)
+    options = {"dropout": 0.1, "input_dropout": 0.1, "conv_kernel_size": 3, **options}
+    encoder = LSTMEncoder(5, 8, 2, **options).to("meta").train(training)
+    x = torch.randn(3, 6, 5, device="meta", requires_grad=True)
+    result = encoder(x, lengths)
+    assert result.mask.device.type == "meta"
+    loss = result.outputs.sum() + result.state[0].sum() + result.state[1].sum()
+    if result.features is not None:
+        loss = loss + result.features.sum()
+    loss.backward()
+    assert x.grad is not None and x.grad.device.type == "meta"

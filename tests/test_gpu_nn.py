@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from seqlab.data.collate import pad_collate
 from seqlab.nn import LSTM, LSTMEncoder
+from seqlab.tasks.classification import SequenceClassifier
 
 pytestmark = [
     pytest.mark.gpu,
@@ -124,3 +127,45 @@ def test_conv_front_end_on_cuda_matches_the_cpu(training, conv_mode):
         torch.testing.assert_close(
             cuda.frontend.norms[0].running_mean.cpu(), cpu.frontend.norms[0].running_mean
         )
+
+
+SYNC_FREE_ENCODERS = {
+    "fused": {"impl": "fused"},
+    "loop-bidirectional-attention": {"impl": "loop", "bidirectional": True, "pooling": "attention"},
+    "loop-layer-norm": {"impl": "loop", "layer_norm": True, "recurrent_dropout": 0.2},
+    "lstm-fcn": {
+        "conv_channels": [8, 8],
+        "conv_kernel_size": 3,
+        "conv_mode": "parallel",
+        "conv_squeeze_excite": True,
+        "pooling": "mean",
+    },
+    "cnn-lstm": {"impl": "loop", "conv_channels": [8], "conv_kernel_size": 3},
+}
+
+
+@pytest.mark.parametrize("options", SYNC_FREE_ENCODERS.values(), ids=SYNC_FREE_ENCODERS.keys())
+def test_the_models_training_step_never_waits_for_the_gpu(options):
+    """A padded batch through the task's transfer hook (its lengths stay on the CPU), then the
+    model's forward, loss and backward under torch.cuda.set_sync_debug_mode("error"): a host
+    sync there raises. The task's metrics and logging are left out (torchmetrics reads values
+    back), as is the optimizer step."""
+    torch.manual_seed(0)
+    encoder = {"hidden_size": 16, "num_layers": 2, "dropout": 0.1, "input_dropout": 0.1, **options}
+    optimizer = {"_target_": "torch.optim.Adam", "lr": 1e-3}
+    model = SequenceClassifier(3, 4, encoder=encoder, optimizer=optimizer).cuda().train()
+    samples = [(torch.randn(n, 3), torch.tensor(n % 4)) for n in (9, 4, 7, 1)]
+    batch = model.transfer_batch_to_device(pad_collate(samples), torch.device("cuda"), 0)
+    assert batch["lengths"].device.type == "cpu" and batch["x"].is_cuda
+
+    def step() -> None:
+        logits = model(batch["x"], batch["lengths"])
+        F.cross_entropy(logits, batch["y"]).backward()
+
+    step()  # the first one sets cuDNN and cuBLAS up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

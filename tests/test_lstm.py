@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seqlab.nn import LSTM, recurrence
+from seqlab.nn.masking import as_lengths, lengths_on
 
 ATOL = RTOL = 1e-5
 # float32 weight gradients are sums over T * B terms that can cancel, so their rounding depends
@@ -266,6 +267,30 @@ def test_lengths_accept_lists_and_tensors_on_any_device_and_dtype():
     for lengths in (torch.tensor([3, 4]), torch.tensor([3, 4], dtype=torch.int32), (3, 4)):
         output, _ = model(x, lengths=lengths)
         torch.testing.assert_close(output, expected)
+
+
+def test_lengths_on_the_cpu_stay_where_they_are():
+    lengths = torch.tensor([3, 4])
+    assert as_lengths(lengths, 2, 4).data_ptr() == lengths.data_ptr()  # no copy
+    assert lengths_on(lengths, torch.device("cpu")) is lengths
+    copied = lengths_on((3, 4), torch.device("meta"))
+    assert (copied.device.type, copied.dtype, copied.shape) == ("meta", torch.int64, (2,))
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("impl", ["fused", "loop"])
+def test_padded_forward_and_backward_read_nothing_back_from_the_device(
+    impl, bidirectional, batch_first
+):
+    """On the data-less meta device, which stands in for an accelerator: reading a value back
+    from it raises (see tests/test_encoder.py). The lengths are on the CPU."""
+    model = LSTM(3, 4, 2, batch_first=batch_first, bidirectional=bidirectional, impl=impl)
+    model = model.to("meta")
+    x = torch.randn((3, 5, 3) if batch_first else (5, 3, 3), device="meta", requires_grad=True)
+    output, (h_n, c_n) = model(x, lengths=torch.tensor([5, 2, 4]))
+    (output.sum() + h_n.sum() + c_n.sum()).backward()
+    assert output.device.type == x.grad.device.type == "meta"
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,8 @@ def predict(cfg: DictConfig) -> Path:
         shuffle=False,
         collate_fn=datamodule.collate,  # type: ignore[attr-defined]
     )
-    batches = ({k: v.to(device) for k, v in batch.items()} for batch in loader)
+    # As in training: everything on the device but the lengths, which stay on the CPU.
+    batches = (model.transfer_batch_to_device(batch, device, 0) for batch in loader)
     class_names = getattr(datamodule, "class_names", None) or []
     header, rows = prediction_table(model, batches, class_names)
     path = Path(cfg.paths.output_dir) / f"predictions_{cfg.split}.csv"

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from seqlab.nn.masking import lengths_to_mask
+from seqlab.nn.masking import lengths_on, lengths_to_mask
 
 Batch = dict[str, Tensor]
 
@@ -18,7 +18,8 @@ def pad_collate(samples: Sequence[tuple[Tensor, Tensor]], pad_targets: bool = Fa
     """Pad a list of ``(x (T_i, C), y)`` samples into a batch.
 
     Returns ``{"x": (B, T_max, C), "lengths": (B,) int64, "y": (B, ...)}``. Padding is zeros;
-    the model uses ``lengths`` so padded steps never enter the recurrence. With
+    the model uses ``lengths`` (which stay on the CPU: `SequenceTask.transfer_batch_to_device`)
+    so padded steps never enter the recurrence. With
     ``pad_targets`` each ``y`` is a per-step target ``(T_i, ...)`` padded the same way
     (``y: (B, T_max, ...)``); otherwise targets are stacked.
     """
@@ -40,7 +41,7 @@ def add_input_noise(batch: Batch, noise_std: float) -> Batch:
     loader worker: a resumed run then restores the exact noise with the generator's state.
     """
     x = batch["x"]
-    real = lengths_to_mask(batch["lengths"], x.shape[1])  # (B, T)
+    real = lengths_to_mask(lengths_on(batch["lengths"], x.device), x.shape[1])  # (B, T)
     return {**batch, "x": x + noise_std * torch.randn_like(x) * real.unsqueeze(-1)}
 
 
@@ -53,7 +54,7 @@ def shift_channels(batch: Batch, shift_std: float) -> Batch:
     torch's global generator, as with ``add_input_noise``.
     """
     x = batch["x"]
-    real = lengths_to_mask(batch["lengths"], x.shape[1]).unsqueeze(-1)  # (B, T, 1)
+    real = lengths_to_mask(lengths_on(batch["lengths"], x.device), x.shape[1]).unsqueeze(-1)
     offset = shift_std * torch.randn(x.shape[0], 1, x.shape[2], dtype=x.dtype, device=x.device)
     return {**batch, "x": x + offset * real}
 

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from seqlab.nn.masking import lengths_to_mask
+
 
 class SqueezeExcite(nn.Module):
     """(B, C, T) features, optional (B, T) ``mask`` -> the same, each channel scaled by a gate.
@@ -100,14 +102,22 @@ class ConvFrontEnd(nn.Module):
             f"kernel_sizes={self.kernel_sizes}, squeeze_excite={self.squeeze_excite}"
         )
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``mask`` (B, T): True at real steps; None when every step is real."""
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, lengths: Tensor | None = None
+    ) -> Tensor:
+        """``mask`` (B, T): True at real steps; None when every step is real. ``lengths``: the
+        (B,) lengths ``mask`` was made from, on the CPU, if the caller has them there: training
+        then finds the real steps for BatchNorm's statistics on the host; without them, it
+        reads ``mask`` back from its device (a host sync)."""
         pad = None if mask is None else ~mask.unsqueeze(1)  # (B, 1, T), True at padding
+        rows = None  # the real steps among the batch's B * T, for batch statistics
+        if mask is not None and any(self._batch_statistics(norm) for norm in self.norms):
+            rows = self._real_rows(mask, lengths)
         h = x.transpose(1, 2)  # (B, C, T)
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             if pad is not None:
                 h = h.masked_fill(pad, 0.0)
-            h = torch.relu(self._normalize(norm, conv(h), mask))
+            h = torch.relu(self._normalize(norm, conv(h), rows))
             if i < len(self.excites):
                 h = self.excites[i](h, mask)
         if pad is not None:
@@ -115,15 +125,28 @@ class ConvFrontEnd(nn.Module):
         return h.transpose(1, 2)
 
     @staticmethod
-    def _normalize(norm: nn.Module, h: Tensor, mask: Tensor | None) -> Tensor:
-        running_stats = not norm.training and norm.track_running_stats
-        if mask is None or running_stats:
+    def _batch_statistics(norm: nn.Module) -> bool:
+        return bool(norm.training or not norm.track_running_stats)
+
+    @staticmethod
+    def _real_rows(mask: Tensor, lengths: Tensor | None) -> Tensor:
+        """(N_real,) indices of the real steps among the (B * T) steps, in order: from the
+        host's ``lengths`` if given, else from ``mask`` (which waits for its device to count)."""
+        if lengths is None:
+            return mask.flatten().nonzero().squeeze(1)
+        rows = lengths_to_mask(lengths, mask.size(1)).flatten().nonzero().squeeze(1)
+        return rows.to(mask.device, non_blocking=True)
+
+    @staticmethod
+    def _normalize(norm: nn.Module, h: Tensor, rows: Tensor | None) -> Tensor:
+        if rows is None or not ConvFrontEnd._batch_statistics(norm):
             # All steps real, or evaluation with running statistics: an element-wise affine map
             # that padded steps cannot influence (and that torch.export can trace).
             return norm(h)
         # Batch statistics over the real steps only: (N_real, C) through the same BatchNorm
         # (so Lightning's sync_batchnorm can still convert it), scattered back.
-        real = norm(h.transpose(1, 2)[mask])  # (N_real, C)
-        out = real.new_zeros(h.shape[0], h.shape[2], h.shape[1])  # (B, T, C)
-        out[mask] = real
-        return out.transpose(1, 2)
+        batch, channels, steps = h.shape
+        flat = h.transpose(1, 2).reshape(batch * steps, channels)  # (B * T, C)
+        real = norm(flat.index_select(0, rows))  # (N_real, C)
+        out = real.new_zeros(batch * steps, channels).index_copy(0, rows, real)
+        return out.view(batch, steps, channels).transpose(1, 2)

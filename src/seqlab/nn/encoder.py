@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from seqlab.nn.conv import ConvFrontEnd
 from seqlab.nn.init_state import InitialState
 from seqlab.nn.lstm import LSTM
-from seqlab.nn.masking import LengthsLike, lengths_to_mask
+from seqlab.nn.masking import LengthsLike, lengths_on, lengths_to_mask
 from seqlab.nn.pooling import Pooling
 
 CONV_MODES = ("serial", "parallel")
@@ -21,6 +21,9 @@ class EncoderOutput(NamedTuple):
     features: Tensor | None  # (B, output_size) pooled, None for many-to-many (pooling=None)
     outputs: Tensor  # (B, T, output_size), zeros at padded steps
     state: tuple[Tensor, Tensor]  # h_n (L * dirs, B, Hp), c_n (L * dirs, B, H)
+    # (B, T) bool on the outputs' device, True at real steps: the padding mask the encoder
+    # built once from the lengths (and pooled with). None without lengths: every step is real.
+    mask: Tensor | None = None
 
 
 class LSTMEncoder(nn.Module):
@@ -40,6 +43,12 @@ class LSTMEncoder(nn.Module):
 
     `pooling=None` (or "none") skips pooling for many-to-many tasks; `features` is then None.
     The remaining options are `seqlab.nn.LSTM`'s and `seqlab.nn.InitialState`'s.
+
+    `lengths` belong on the CPU, where the collate makes them and the tasks keep them: the LSTM
+    reads them there (packing, the loop's per-step batch sizes), and the forward copies them to
+    x's device once, without waiting for it, to build the padding mask that the front end and
+    the pooling use and `EncoderOutput.mask` carries. Nothing is read back from the device.
+    Lengths on the device work too, at the cost of a host sync (see `as_lengths`).
     """
 
     def __init__(
@@ -119,44 +128,36 @@ class LSTMEncoder(nn.Module):
         state: tuple[Tensor, Tensor] | None = None,
     ) -> EncoderOutput:
         hx = self.init_state(x.size(0), device=x.device, dtype=x.dtype, state=state)
-        # The lengths on x's device, for the front end's mask and the pooling, made once and
-        # only for them (the LSTM takes them as given: it wants them on the host).
-        lengths_here = None
-        if lengths is not None and (self.frontend is not None or self.pooling is not None):
-            lengths_here = self._lengths_tensor(lengths, x)
+        # The padding mask, built once on x's device for the front end, the pooling and the
+        # caller (EncoderOutput.mask). The LSTM takes the lengths as given: it reads them on the
+        # host, where they stay.
+        mask = host = None
+        if lengths is not None:
+            mask = lengths_to_mask(lengths_on(lengths, x.device), x.size(1))
+            host = self._host_lengths(lengths)
         x = self.input_dropout(x)
         conv = None
         if self.frontend is not None:
-            mask = None
-            if (
-                lengths is not None
-                and lengths_here is not None
-                and not self._all_full(lengths, x.size(1))
-            ):
-                mask = lengths_to_mask(lengths_here, x.size(1))
-            conv = self.frontend(x, mask)
+            if host is not None and bool((host == x.size(1)).all()):
+                conv = self.frontend(x)  # no padding: the faster unmasked path (same numbers)
+            else:
+                conv = self.frontend(x, mask, host)
         serial = conv is not None and self.conv_mode == "serial"
         outputs, final_state = self.lstm(conv if serial else x, hx, lengths=lengths)
-        features = None if self.pooling is None else self.pooling(outputs, lengths_here)
+        features = None if self.pooling is None else self.pooling(outputs, mask)
         if conv is not None and self.conv_pooling is not None:  # parallel
             outputs = torch.cat([outputs, conv], dim=-1)
             if features is not None:
-                features = torch.cat([features, self.conv_pooling(conv, lengths_here)], dim=-1)
-        return EncoderOutput(features, outputs, final_state)
+                features = torch.cat([features, self.conv_pooling(conv, mask)], dim=-1)
+        return EncoderOutput(features, outputs, final_state, mask)
 
     @staticmethod
-    def _all_full(lengths: LengthsLike, steps: int) -> bool:
-        """No step of the batch is padding, as far as the host can tell without waiting for a
-        device: then the front end takes its faster unmasked path (same numbers). A graph being
-        traced or exported takes the masked path, which holds for every batch it will meet."""
-        if isinstance(lengths, Tensor):
-            if torch.compiler.is_compiling():
-                return False
-            return lengths.device.type == "cpu" and bool((lengths == steps).all())
-        return all(length == steps for length in lengths)
-
-    @staticmethod
-    def _lengths_tensor(lengths: LengthsLike, like: Tensor) -> Tensor:
-        if isinstance(lengths, Tensor):
-            return lengths.to(like.device)
-        return like.new_tensor(list(lengths), dtype=torch.long)
+    def _host_lengths(lengths: LengthsLike) -> Tensor | None:
+        """``lengths`` as a CPU tensor where the host has them, else None: lengths on a device
+        (reading them would wait for it), or in a graph being traced or exported (whose masked
+        path must hold for every batch it will meet)."""
+        if not isinstance(lengths, Tensor):
+            return torch.as_tensor(list(lengths), dtype=torch.long)
+        if lengths.device.type != "cpu" or torch.compiler.is_compiling():
+            return None
+        return lengths

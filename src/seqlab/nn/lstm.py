@@ -24,7 +24,7 @@ from torch.nn import init
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seqlab.errors import UserError
-from seqlab.nn.masking import LengthsLike, as_lengths
+from seqlab.nn.masking import LengthsLike, as_lengths, lengths_on
 from seqlab.nn.recurrence import layer_norm_recurrence, lstm_layer, masked_recurrence
 
 IMPLS = ("auto", "fused", "loop")
@@ -79,7 +79,7 @@ def reverse_time(x: Tensor, reverse_index: Tensor | None) -> Tensor:
 
 def _reverse_index(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
     """(B,) lengths -> (T, B) time index that reverses each sequence's real steps in place."""
-    lengths = lengths.to(device)
+    lengths = lengths_on(lengths, device)
     t = torch.arange(steps, device=device).unsqueeze(1)
     return torch.where(t < lengths, lengths - 1 - t, t)
 
@@ -284,14 +284,23 @@ class LSTM(nn.LSTM):
         if hx is not None:
             # torch skips hidden-state checks for packed input; check here to fail readably.
             self.check_forward_args(input, hx, None)
+        # pack_padded_sequence(enforce_sorted=False), but with the sorting order sent to the
+        # device without waiting for it; unpacked without the order, which pad_packed_sequence
+        # would copy back to the host (for the lengths it returns), then unsorted here.
+        sorted_lengths, order = torch.sort(lengths, descending=True)
+        order = order.to(input.device, non_blocking=True)
         packed = pack_padded_sequence(
-            input, lengths, batch_first=self.batch_first, enforce_sorted=False
+            input.index_select(batch_dim, order), sorted_lengths, batch_first=self.batch_first
         )
+        packed = PackedSequence(packed.data, packed.batch_sizes, order)
         packed_output, state = super().forward(packed, hx)
         output, _ = pad_packed_sequence(
-            packed_output, batch_first=self.batch_first, total_length=input.size(time_dim)
+            PackedSequence(packed_output.data, packed_output.batch_sizes),
+            batch_first=self.batch_first,
+            total_length=input.size(time_dim),
         )
-        return output, state
+        restore = cast(Tensor, packed.unsorted_indices)  # the inverse of `order`
+        return output.index_select(batch_dim, restore), state
 
     def _zero_state(self, batch: int, like: Tensor) -> State:
         layers = self.num_layers * self.num_directions
@@ -334,7 +343,7 @@ class LSTM(nn.LSTM):
             lengths = as_lengths(lengths, batch, steps)
             # Longest first, so the real rows at every step are a prefix of the batch.
             sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
-            order = order.to(x.device)
+            order = order.to(x.device, non_blocking=True)
             x = x.index_select(1, order)
             output, state = self._run_layers(x, self.permute_hidden(hx, order), sorted_lengths)
             restore = torch.argsort(order)
@@ -388,7 +397,7 @@ class LSTM(nn.LSTM):
             # The input projection's weight gradient sums over padded rows too (times zero
             # gate gradients): NaN or inf padding would turn it into NaN. Packing never reads
             # padding, so neither may the loop.
-            x = x.masked_fill(~real.to(x.device).unsqueeze(-1), 0)
+            x = x.masked_fill(~real.to(x.device, non_blocking=True).unsqueeze(-1), 0)
             if self.bidirectional:
                 reverse_index = _reverse_index(sorted_lengths, steps, x.device)
         if not self.layer_norm:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from seqlab.nn.masking import lengths_to_mask
-
 POOLING_KINDS = ("last", "mean", "max", "attention")
 
 
 class Pooling(nn.Module):
-    """(B, T, F) outputs, (B,) lengths -> (B, F) features. Padded steps never contribute.
+    """(B, T, F) outputs, (B, T) bool mask -> (B, F) features. Padded steps never contribute.
+
+    The mask is True at real steps (`seqlab.nn.lengths_to_mask` makes one from lengths;
+    `LSTMEncoder` passes the one it carries on `EncoderOutput.mask`); None: every step is real.
+    Each sequence's length is read from the mask on its device, never on the host.
 
     kind:
         "last":      the output at each sequence's last real step. With `bidirectional=True` the
@@ -45,25 +47,28 @@ class Pooling(nn.Module):
             f"kind={self.kind!r}, input_size={self.input_size}, bidirectional={self.bidirectional}"
         )
 
-    def forward(self, outputs: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def forward(self, outputs: Tensor, mask: Tensor | None = None) -> Tensor:
         batch, steps, _ = outputs.shape
-        if lengths is None:
-            lengths = torch.full((batch,), steps, device=outputs.device)
-        lengths = torch.as_tensor(lengths, device=outputs.device)
-        if lengths.shape != (batch,):
-            raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
-        mask = lengths_to_mask(lengths, steps).unsqueeze(-1)  # (B, T, 1)
-
+        if mask is None:
+            mask = torch.ones(batch, steps, dtype=torch.bool, device=outputs.device)
+        if mask.shape != (batch, steps) or mask.dtype != torch.bool:
+            raise ValueError(
+                f"mask must be a ({batch}, {steps}) bool tensor, True at real steps, got "
+                f"{mask.dtype} of shape {tuple(mask.shape)}; from lengths: "
+                f"lengths_to_mask(lengths, {steps})"
+            )
         if self.kind == "last":
-            last = (lengths - 1).clamp(min=0).view(batch, 1, 1).expand(batch, 1, outputs.size(-1))
-            features = outputs.gather(1, last).squeeze(1)
+            last = (mask.sum(1) - 1).clamp(min=0)  # each sequence's last real step
+            index = last.view(batch, 1, 1).expand(batch, 1, outputs.size(-1))
+            features = outputs.gather(1, index).squeeze(1)
             if self.bidirectional:
                 half = outputs.size(-1) // 2
                 features = torch.cat([features[:, :half], outputs[:, 0, half:]], dim=-1)
             return features
+        mask = mask.unsqueeze(-1)  # (B, T, 1)
         if self.kind == "mean":
             total = outputs.masked_fill(~mask, 0.0).sum(1)
-            return total / lengths.clamp(min=1).unsqueeze(-1).to(outputs.dtype)
+            return total / mask.sum(1).clamp(min=1).to(outputs.dtype)  # / (B, 1) lengths
         if self.kind == "max":
             return outputs.masked_fill(~mask, float("-inf")).amax(1)
         scores = self.attention_score(torch.tanh(self.attention_hidden(outputs)))  # (B, T, 1)

@@ -32,6 +32,7 @@ computed; the others keep their state, so padding never touches the state.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -430,17 +431,22 @@ def lstm_layer(
     """
     _, steps, batch, _ = x.shape
     # The hand-written kernel works in one dtype: under autocast, the one autocast would pick
-    # for a matmul, elsewhere the input's.
+    # for a matmul, elsewhere the input's. Devices autocast does not know (meta, where tests
+    # run the model on tensors with no data) run in the input's dtype.
     device_type = x.device.type
+    autocast = torch.amp.is_autocast_available(device_type)
     dtype = (
-        torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+        torch.get_autocast_dtype(device_type)
+        if autocast and torch.is_autocast_enabled(device_type)
+        else x.dtype
     )
     x, w_ih, w_hh, h0, c0 = (t.to(dtype) for t in (x, w_ih, w_hh, h0, c0))
     bias, w_hr, recurrent_mask = (
         t.to(dtype) if t is not None else None for t in (bias, w_hr, recurrent_mask)
     )
     sizes = (batch,) * steps if batch_sizes is None else tuple(int(n) for n in batch_sizes)
-    with torch.autocast(device_type=device_type, enabled=False):
+    off = torch.autocast(device_type, enabled=False) if autocast else contextlib.nullcontext()
+    with off:
         return _LSTMLayer.apply(x, w_ih, bias, w_hh, h0, c0, w_hr, recurrent_mask, sizes)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Literal, cast
 
@@ -14,7 +15,9 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from seqlab.errors import ConfigError, UserError
+from seqlab.nn.encoder import EncoderOutput
 from seqlab.nn.heads import MLPHead
+from seqlab.nn.masking import lengths_on, lengths_to_mask
 from seqlab.nn.pooling import POOLING_KINDS
 from seqlab.targets import build, target_problems
 from seqlab.tasks.pictures import PictureOptions, TestPictures
@@ -23,6 +26,10 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 DEFAULT_ENCODER = "seqlab.nn.LSTMEncoder"
+
+# Lightning notes that SequenceTask.transfer_batch_to_device is used beside a data module:
+# it is meant to be (tests/conftest.py silences the note in tests too).
+warnings.filterwarnings("ignore", ".*overridden `transfer_batch_to_device` in `LightningModule`")
 
 #: One row of ``scripts/predict.py``'s CSV.
 Row = list[Any]
@@ -232,6 +239,28 @@ class SequenceTask(L.LightningModule):
     if TYPE_CHECKING:
         # Each task's own: its loss, metrics and logging (declared here for the type checker).
         def shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor: ...
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """Lightning's, except that a batch's ``lengths`` stay where the collate made them, on
+        the CPU. The LSTM reads them there (packing, the loop's per-step batch sizes) and the
+        encoder copies them to the device for its padding mask without waiting for it; moved
+        with the rest, they would be copied back to the host at every step, a host sync."""
+        if not isinstance(batch, dict) or "lengths" not in batch:
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        rest = {key: value for key, value in batch.items() if key != "lengths"}
+        moved = super().transfer_batch_to_device(rest, device, dataloader_idx)
+        return {key: batch[key] if key == "lengths" else moved[key] for key in batch}
+
+    @staticmethod
+    def real_steps(encoded: EncoderOutput, lengths: Tensor) -> Tensor:
+        """(B, T) bool on the encoder outputs' device, True at real steps: the encoder's mask
+        (`EncoderOutput.mask`), or one made from ``lengths`` for an encoder that returns none."""
+        if encoded.mask is not None:
+            return encoded.mask
+        outputs = encoded.outputs
+        return lengths_to_mask(lengths_on(lengths, outputs.device), outputs.size(1))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self.shared_step(batch, "train")

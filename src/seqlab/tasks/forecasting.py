@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from seqlab.nn.masking import lengths_to_mask
+from seqlab.nn.masking import lengths_on, lengths_to_mask
 from seqlab.tasks.base import Row, SequenceTask, channel_columns
 from seqlab.tasks.pictures import (
     Picture,
@@ -71,8 +71,9 @@ class SequenceForecaster(SequenceTask):
 
     def shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         x, lengths, target = batch["x"], batch["lengths"], batch["y"]
-        scored = self.scored_steps(batch)
-        preds = self(x, lengths)
+        encoded = self.encoder(x, lengths)
+        preds = self.head(encoded.outputs)
+        scored = self.scored_steps(batch, self.real_steps(encoded, lengths))
         scored_preds = preds[scored].float()
         # Mean over scored values; a batch with none scores 0 (see SequenceTagger).
         loss = F.mse_loss(scored_preds, target[scored].float(), reduction="sum")
@@ -87,9 +88,14 @@ class SequenceForecaster(SequenceTask):
         return loss
 
     @staticmethod
-    def scored_steps(batch: dict[str, Tensor]) -> Tensor:
-        """(B, T) bool: real (unpadded) steps that the batch's ``mask`` (if any) scores."""
-        scored = lengths_to_mask(batch["lengths"], batch["y"].size(1))
+    def scored_steps(batch: dict[str, Tensor], real: Tensor | None = None) -> Tensor:
+        """(B, T) bool on the targets' device: real (unpadded) steps that the batch's ``mask``
+        (if any) scores. ``real``: the real steps, if at hand (the encoder's mask), else they
+        are made from the batch's lengths."""
+        target = batch["y"]
+        scored = real
+        if scored is None:
+            scored = lengths_to_mask(lengths_on(batch["lengths"], target.device), target.size(1))
         if "mask" in batch:
             scored = scored & batch["mask"].bool()
         return scored
@@ -107,7 +113,8 @@ class SequenceForecaster(SequenceTask):
         # The first forecast reads x up to step L - horizon, whose next value is y[L - horizon].
         context = lengths - horizon + 1
         encoded = self.encoder(x[:, : int(context.max())], context)
-        last = encoded.outputs[torch.arange(x.size(0), device=x.device), context - 1]
+        last_step = lengths_on(context - 1, x.device)
+        last = encoded.outputs[torch.arange(x.size(0), device=x.device), last_step]
         forecast, state = self.head(last), encoded.state
         forecasts = [forecast]
         for _ in range(horizon - 1):
@@ -121,7 +128,8 @@ class SequenceForecaster(SequenceTask):
     ) -> None:
         horizon = self.rollout_horizon
         forecasts = self.rollout(x, lengths, horizon)
-        steps = (lengths - horizon).unsqueeze(1) + torch.arange(horizon, device=x.device)
+        first = lengths_on(lengths - horizon, x.device)
+        steps = first.unsqueeze(1) + torch.arange(horizon, device=x.device)
         rows = torch.arange(x.size(0), device=x.device).unsqueeze(1)
         keep = scored[rows, steps]
         self._update(stage, "rollout", forecasts[keep], target[rows, steps][keep])
@@ -189,13 +197,12 @@ class ForecastPictures(TestPictures):
         rollout = None
         if model.rollout_horizon and int(lengths[:take].min()) >= model.rollout_horizon:
             rollout = model.rollout(x[:take], lengths[:take], model.rollout_horizon)
-        real = lengths_to_mask(lengths, x.size(1))
         for i in range(take):
             n = int(lengths[i])
             series = {
                 "target": target[i, :n, 0].float().cpu().numpy(),
                 "forecast": forecast[i, :n, 0].float().cpu().numpy(),
-                "scored": (scored[i] & real[i])[:n].cpu().numpy(),
+                "scored": scored[i, :n].cpu().numpy(),
             }
             if rollout is not None:
                 series["rollout"] = rollout[i, :, 0].float().cpu().numpy()

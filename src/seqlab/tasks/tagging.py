@@ -8,7 +8,6 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqlab.nn.masking import lengths_to_mask
 from seqlab.tasks.base import Row, SequenceTask
 from seqlab.tasks.classification import classification_metrics
 
@@ -45,9 +44,10 @@ class SequenceTagger(SequenceTask):
         return self.head(self.encoder(x, lengths).outputs)
 
     def shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        logits = self(batch["x"], batch["lengths"])
+        encoded = self.encoder(batch["x"], batch["lengths"])
+        logits = self.head(encoded.outputs)
         target = batch["y"]
-        scored = lengths_to_mask(batch["lengths"], target.size(1)) & (target != IGNORE_INDEX)
+        scored = self.real_steps(encoded, batch["lengths"]) & (target != IGNORE_INDEX)
         logits, target = logits[scored].float(), target[scored]
         count = int(scored.sum())
         # Mean over scored steps; a batch with none scores 0 (a mean of nothing would be NaN,
