@@ -206,7 +206,10 @@ def padded_batch(batch: int = 5, steps: int = 7) -> tuple[Tensor, Tensor]:
     "data",
     [
         ["model=bilstm"],
-        ["model=bilstm", "model.encoder.conv_channels=[8,6]", "model.encoder.conv_kernel_size=3"],
+        pytest.param(  # slow (~20 s): lstm-fcn-classifier exports the same front end
+            ["model=bilstm", "model.encoder.conv_channels=[8,6]", "model.encoder.conv_kernel_size=3"],
+            marks=pytest.mark.slow,
+        ),
         ["model=bilstm", "model.encoder.conv_channels=[8]", "model.encoder.conv_mode=parallel"],
         ["data=sine", "data.train_size=64", "data.val_size=16", "data.test_size=16",
          "data.seq_len=40", "data.min_len=20", "data.rollout_horizon=5"],

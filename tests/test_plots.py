@@ -119,6 +119,8 @@ def test_interleave_puts_strided_shares_back_in_order() -> None:
     assert interleave(shares).tolist() == [0, 1, 2, 3, 4, 5, 6]
 
 
+# Slow (~30 s): a DDP run; the plot's content is tested on one process in `make test`.
+@pytest.mark.slow
 def test_ddp_forecast_plot_shows_every_test_year_in_order(tmp_path: Path) -> None:
     """Each process forecasts its share of the test years; the plot's numbers are the whole
     split in order, as one process gives them."""

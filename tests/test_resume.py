@@ -66,7 +66,8 @@ def full_and_killed_then_resumed(
     return tmp_path / "full", killed_dir
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+# workers=2 is slow (~40 s) and kept out of `make test`; workers=0 stays.
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, workers):
     kill = [
         "+callbacks.kill._target_=tests.fault_injection.KillAfterEpoch",
@@ -106,6 +107,9 @@ def val_history(run_dir: Path) -> list[tuple[str, str]]:
         return [(row["epoch"], row["val/loss"]) for row in csv.DictReader(file) if row["val/loss"]]
 
 
+# Slow (about a minute): two DDP processes run twice; `make test` keeps DDP's one-run test and
+# the single-process resume tests.
+@pytest.mark.slow
 def test_ddp_resume_gives_each_process_back_its_own_random_state(tmp_path) -> None:
     """Two processes draw different dropout masks: each must get its own generators back (rank
     0 alone writes the checkpoint), or the resumed run drifts from the uninterrupted one."""
@@ -118,6 +122,8 @@ def test_ddp_resume_gives_each_process_back_its_own_random_state(tmp_path) -> No
     assert metrics_of(killed) == metrics_of(full)
 
 
+# Slow (~20 s): DDP again; `make test` keeps Ctrl-C and SIGTERM on one process.
+@pytest.mark.slow
 def test_ctrl_c_on_one_ddp_process_stops_them_all_with_a_checkpoint(tmp_path) -> None:
     run_dir = tmp_path / "run"
     stopped = cli(

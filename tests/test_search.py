@@ -188,6 +188,8 @@ def test_a_killed_sqlite_study_resumes_to_exactly_its_trials(root: Path) -> None
     assert best["trials"]["fail"] == 1
 
 
+# Slow (~10-15 s): a whole study; `make test` keeps the resumed sqlite study.
+@pytest.mark.slow
 def test_the_median_pruner_stops_hopeless_trials_mid_fit(root: Path) -> None:
     overrides = [
         *write_search(root, n_trials=12),

@@ -17,6 +17,8 @@ from seqlab.train import train
 from tests.test_train import run_cli
 
 
+# Slow (~15-20 s): a multirun through the CLI; test_train's multirun test stays in `make test`.
+@pytest.mark.slow
 def test_multirun_jobs_are_separate_offline_runs_with_resolved_configs(tmp_path) -> None:
     # log_model=true asks for checkpoint artifacts: offline that is skipped, not an error.
     result = run_cli("-m", "seed=1,2", "logger=wandb", "logger.wandb.log_model=true", cwd=tmp_path)
