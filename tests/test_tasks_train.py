@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from hydra.errors import InstantiationException, MissingConfigException
 
 from seqlab.pipeline import build_datamodule
+from seqlab.tasks import SequenceTask
 from seqlab.train import train
 
 SMALL = ["data.train_size=64", "data.val_size=32", "data.test_size=32"]
@@ -75,3 +77,23 @@ def test_bad_data_values_fail_before_training_naming_the_key(make_cfg, overrides
     # Hydra wraps the data module's ValueError, keeping its message.
     with pytest.raises(InstantiationException, match=message):
         train(make_cfg(*overrides, "debug=fdr"))
+
+
+def test_the_step_loss_is_logged_only_on_the_steps_lightning_writes(make_cfg, monkeypatch) -> None:
+    """``train/loss_step`` costs a ``self.log`` call only where Lightning writes it (every
+    ``trainer.log_every_n_steps`` steps), and each written row holds its own step's loss."""
+    logged: list[float] = []
+    log = SequenceTask.log
+
+    def counting_log(self, name, value, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "train/loss_step":
+            logged.append(float(value))
+        return log(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(SequenceTask, "log", counting_log)
+    cfg = make_cfg("trainer.max_epochs=2", "trainer.log_every_n_steps=3")
+    train(cfg)
+    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv", newline="") as file:
+        rows = [float(r["train/loss_step"]) for r in csv.DictReader(file) if r["train/loss_step"]]
+    assert len(rows) >= 2
+    assert rows == pytest.approx(logged, rel=1e-6)

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from seqlab.errors import ConfigError, is_int
 from seqlab.nn.encoder import CONV_MODES
 from seqlab.nn.init_state import INIT_STATE_KINDS
-from seqlab.nn.lstm import IMPLS
+from seqlab.nn.lstm import IMPLS, loop_only_requested
 from seqlab.nn.pooling import POOLING_KINDS
 from seqlab.targets import ALLOWED, HYDRA_OPTIONS, target_problems
 
@@ -332,17 +332,11 @@ def encoder_problems(encoder: DictConfig) -> Iterator[str]:
     if isinstance(proj, int) and isinstance(hidden, int) and proj >= hidden > 0:
         yield f"{path}.proj_size={proj}: must be smaller than hidden_size ({hidden}), or 0"
     if encoder.get("impl") == "fused":
-        loop_only = {
-            "layer_norm": bool(encoder.get("layer_norm")),
-            "recurrent_dropout": bool(encoder.get("recurrent_dropout")),
-            "forget_bias": encoder.get("forget_bias") is not None,
-        }
-        for key, asked in loop_only.items():
-            if asked:
-                yield (
-                    f"{path}.{key}={encoder[key]}: only the loop impl has it, and impl=fused; "
-                    "use model.encoder.impl=loop (or auto)"
-                )
+        for option in loop_only_requested(encoder):
+            yield (
+                f"{path}.{option}: only the loop impl has it, and impl=fused; "
+                "use model.encoder.impl=loop (or auto)"
+            )
 
 
 def conv_problems(encoder: DictConfig, path: str) -> Iterator[str]:

@@ -64,7 +64,7 @@ class NonFiniteLossGuard(Callback):
         if not grads or bool(torch.isfinite(torch.stack([g.norm() for g in grads])).all()):
             return
         where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
-        loss = trainer.callback_metrics.get("train/loss_step")
+        loss = getattr(pl_module, "step_loss", None)
         what = f"train loss {float(loss):g}" if loss is not None else "a non-finite gradient"
         if self.policy == "stop":
             raise NonFiniteLossError(

@@ -14,7 +14,7 @@ the research options live (layer norm, recurrent dropout, forget-gate bias).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -37,18 +37,24 @@ LayerFn = Callable[[Tensor, int, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 DirectionFn = Callable[[Tensor, int, str], tuple[Tensor, Tensor, Tensor]]
 
 
-def _loop_only_options(
-    layer_norm: bool, recurrent_dropout: float, forget_bias: float | None
-) -> list[str]:
-    """Names of the requested options that only the loop implementation supports."""
-    requested = []
-    if layer_norm:
-        requested.append("layer_norm=True")
-    if recurrent_dropout > 0:
-        requested.append(f"recurrent_dropout={recurrent_dropout}")
-    if forget_bias is not None:
-        requested.append(f"forget_bias={forget_bias}")
-    return requested
+#: The options only the loop implementation has, each with the value that leaves it off. A new
+#: loop-only option is added here (and to `LSTM.__init__`): impl="auto" then picks the loop for
+#: it, and impl="fused" refuses it, here and in the config checks before a run.
+LOOP_ONLY_OPTIONS: dict[str, Any] = {
+    "layer_norm": False,
+    "recurrent_dropout": 0.0,
+    "forget_bias": None,
+}
+
+
+def loop_only_requested(options: Mapping[str, Any]) -> list[str]:
+    """``key=value`` for each option of `LOOP_ONLY_OPTIONS` that ``options`` sets to something
+    other than its off value."""
+    return [
+        f"{key}={options[key]}"
+        for key, off in LOOP_ONLY_OPTIONS.items()
+        if key in options and options[key] != off
+    ]
 
 
 def resolve_impl(impl: str, loop_only: list[str]) -> str:
@@ -160,9 +166,12 @@ class LSTM(nn.LSTM):
         forget_bias: float | None = None,
         orthogonal_init: bool = False,
     ) -> None:
-        resolved_impl = resolve_impl(
-            impl, _loop_only_options(layer_norm, recurrent_dropout, forget_bias)
-        )
+        requested = {
+            "layer_norm": layer_norm,
+            "recurrent_dropout": recurrent_dropout,
+            "forget_bias": forget_bias,
+        }
+        resolved_impl = resolve_impl(impl, loop_only_requested(requested))
         if not 0.0 <= recurrent_dropout < 1.0:
             raise ValueError(f"recurrent_dropout must be in [0, 1), got {recurrent_dropout}")
         if forget_bias is not None and not bias:
