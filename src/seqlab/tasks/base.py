@@ -254,7 +254,7 @@ class SequenceTask(L.LightningModule):
         trainer = self.trainer
         connector = getattr(trainer, "_logger_connector", None)
         writes = getattr(connector, "should_update_logs", True)
-        return bool(writes or trainer.fast_dev_run)
+        return bool(writes or getattr(trainer, "fast_dev_run", False))
 
     if TYPE_CHECKING:
         # Each task's own: its loss, metrics and logging (declared here for the type checker).
