@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqlab.data.base import ResumableSampler, bucket_order, padded_steps
 from seqlab.data.collate import SequenceDataset
+from seqlab.data.sampler import ResumableSampler, bucket_order, padded_steps
 
 
 def lengths_like_spoken_digits(n: int = 2400, seed: int = 0) -> list[int]:

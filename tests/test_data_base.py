@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from seqlab.data.base import ChannelNormalizer, masked_collate, stratified_split
+from seqlab.data.base import masked_collate, stratified_split
 from seqlab.data.collate import add_input_noise, resample, shift_channels, time_warp
+from seqlab.data.normalize import ChannelNormalizer
 from seqlab.data.sources import load_ts
 from seqlab.data.ucr import UCRDataModule, find_dataset
 from seqlab.errors import ConfigError

@@ -9,17 +9,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from seqlab.data.base import (
+from seqlab.data.base import auto_batch_size, downsample_factor
+from seqlab.data.collate import downsample
+from seqlab.data.normalize import (
     SeriesScale,
-    auto_batch_size,
     carries_no_scale,
-    downsample_factor,
     fit_normalizer,
     normalize_mode,
     resolve_normalize,
     standardize_series,
 )
-from seqlab.data.collate import downsample
 from seqlab.data.ucr import UCRDataModule
 from seqlab.errors import ConfigError
 from seqlab.nn import LSTMEncoder

@@ -4,7 +4,7 @@ Lightning saves the model, optimizers, schedulers and loop counters. This callba
 random generators' states (Python, NumPy, torch, CUDA), which drive dropout and input noise,
 and on resume it restores them just before training continues. The data order needs no saved
 state: it is a function of the seed and of the loop counters Lightning restores, so a run
-resumed mid-epoch goes on with the very next batch (``seqlab.data.base.ResumableSampler``).
+resumed mid-epoch goes on with the very next batch (``seqlab.data.sampler.ResumableSampler``).
 """
 
 from __future__ import annotations

@@ -17,18 +17,15 @@ from torch.utils.data import Dataset
 
 from seqlab.data.base import (
     SPLITS,
-    Normalizer,
     SequenceDataModule,
     auto_batch_size,
     check_count,
     check_option,
     downsample_factor,
-    fit_normalizer,
-    normalize_mode,
-    resolve_normalize,
     stratified_split,
 )
 from seqlab.data.collate import Batch, SequenceDataset, downsample, pad_collate
+from seqlab.data.normalize import Normalizer, fit_normalizer, normalize_mode, resolve_normalize
 from seqlab.errors import DataError, is_int
 
 log = logging.getLogger(__name__)

@@ -1,33 +1,26 @@
-"""What seqlab's data modules share: in-memory splits, loaders, train-only normalisation."""
+"""What seqlab's data modules share: the base class, option checks, splits, the check of every
+sample. The scaling is in `normalize`, the training order in `sampler`."""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from seqlab.data.collate import Batch, pad_collate
+from seqlab.data.sampler import ResumableSampler, train_position
 from seqlab.errors import ConfigError, DataError, is_int
-
-if TYPE_CHECKING:
-    from lightning.pytorch.loops.progress import _ProcessedTracker
 
 SPLITS = ("train", "val", "test")
 # How `stratified_split` picks the held-out samples of each class.
 SPLIT_ORDERS = ("random", "last", "block")
-# channel: z-score per channel with the training split's statistics; series: each sequence
-# z-scored per channel over its own steps (what the UCR archive does); series_scale: series,
-# plus each sequence's own level and spread as two more channels per channel (`SeriesScale`);
-# none: as read; auto: see `resolve_normalize`.
-NORMALIZE_MODES = ("channel", "series", "series_scale", "none", "auto")
 
 
 def check_option(key: str, value: object, ok: bool, allowed: str) -> None:
@@ -41,124 +34,6 @@ def check_count(key: str, value: object, minimum: int = 1, why: str = "") -> Non
     reading of `1e4`, or a bool, is refused rather than failing later without the key)."""
     bound = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     check_option(key, value, is_int(value) and value >= minimum, f"must be {bound}{why}")
-
-
-def normalize_mode(value: object) -> str:
-    """``data.normalize`` as one of ``NORMALIZE_MODES`` (``true`` is ``channel``, ``false``
-    ``none``, as before the modes existed)."""
-    if isinstance(value, bool):
-        return "channel" if value else "none"
-    check_option(
-        "normalize",
-        value,
-        value in NORMALIZE_MODES,
-        f"allowed: {', '.join(NORMALIZE_MODES)} (true: channel, false: none)",
-    )
-    return str(value)
-
-
-def resolve_normalize(mode: str, sequences: Sequence[np.ndarray | Tensor]) -> str:
-    """``auto`` from the training sequences (``(T_i, C)`` each, as read):
-
-    - several channels: ``channel``, so the channels keep their relative levels (the
-      multivariate archive's deep-learning benchmarks, Fawaz et al. 2019);
-    - one channel, every sequence already z-scored (the UCR archive stores most of its sets so):
-      ``series``, as its DTW baseline reads them;
-    - one channel with levels or spreads that differ between sequences: ``series_scale``. A
-      set stored raw may tell its classes apart by amplitude (PLAID's appliances draw different
-      currents), which ``series`` would throw away; ``channel`` would read a heavy-tailed set as
-      near-constant zeros (Covid3Month_disc, 0 to 20,341).
-    """
-    if mode != "auto":
-        return mode
-    if sequences[0].shape[1] > 1:
-        return "channel"
-    return "series" if carries_no_scale(sequences) else "series_scale"
-
-
-def carries_no_scale(sequences: Sequence[np.ndarray | Tensor]) -> bool:
-    """Whether every sequence has the same level and spread (within 1% of the spread, and 5%
-    of it between the widest and the narrowest), as z-scored ones have, whatever their
-    convention for the spread: nothing would be learnt from them."""
-    levels, spreads = _levels_and_spreads([torch.as_tensor(x) for x in sequences])
-    unit = spreads.max().clamp_min(1e-12)
-    return bool(
-        levels.max() - levels.min() <= 0.01 * unit and spreads.min() >= 0.95 * spreads.max()
-    )
-
-
-def _levels_and_spreads(sequences: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """Each sequence's mean and (population) standard deviation per channel: two ``(N, C)``."""
-    x = [s.double() for s in sequences]
-    levels = torch.stack([s.mean(0) for s in x])
-    spreads = torch.stack([s.std(0, unbiased=False) for s in x])
-    return levels, spreads
-
-
-def standardize_series(x: Tensor) -> Tensor:
-    """A ``(T, C)`` sequence z-scored per channel over its own steps (a constant channel, or a
-    one-step sequence, is only centred)."""
-    std = x.std(0, unbiased=False) if len(x) > 1 else torch.ones_like(x[0])
-    return (x - x.mean(0)) / std.clamp_min(1e-6)
-
-
-@dataclass(frozen=True)
-class SeriesScale:
-    """``normalize=series_scale``: each sequence z-scored by itself (its shape), and beside it,
-    constant over its steps, its own level and spread per channel, so ``(T, C)`` becomes
-    ``(T, 3C)``: ``[z-scored x, level, spread]``.
-
-    Level is ``asinh(mean / unit)`` and spread ``log(std / unit + 1e-3)`` (both readable across
-    orders of magnitude, the level's sign kept), ``unit`` the training sequences' median spread
-    (the lower middle one for an even count); both are then z-scored with the training
-    sequences' statistics and clipped to +-`CLIP`, so a test sequence far outside them cannot
-    swamp the network. Fit on the training split only.
-    """
-
-    unit: Tensor  # (C,)
-    mean: Tensor  # (2C,)
-    std: Tensor  # (2C,)
-
-    CLIP = 6.0
-    # Features that hardly vary over the training split are only centred (no division by ~0).
-    MIN_SPREAD = 0.01
-
-    @staticmethod
-    def _features(levels: Tensor, spreads: Tensor, unit: Tensor) -> Tensor:
-        return torch.cat([torch.asinh(levels / unit), torch.log(spreads / unit + 1e-3)], -1)
-
-    @classmethod
-    def fit(cls, sequences: Sequence[Tensor]) -> SeriesScale:
-        levels, spreads = _levels_and_spreads(sequences)
-        unit = spreads.median(0).values.clamp_min(1e-12)
-        features = cls._features(levels, spreads, unit)
-        std = features.std(0, unbiased=False).clamp_min(cls.MIN_SPREAD)
-        return cls(unit, features.mean(0), std)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        levels, spreads = _levels_and_spreads([x])
-        features = (self._features(levels, spreads, self.unit) - self.mean) / self.std
-        features = features.clamp(-self.CLIP, self.CLIP).to(x.dtype)
-        return torch.cat([standardize_series(x), features.expand(len(x), -1)], dim=1)
-
-
-Normalizer = Callable[[Tensor], Tensor]
-
-
-def fit_normalizer(mode: str, sequences: Sequence[Tensor]) -> Normalizer:
-    """The resolved ``data.normalize`` mode as a function of one ``(T, C)`` sequence, fitted on
-    ``sequences`` (the training split's, after any resampling) where the mode has statistics."""
-    if mode == "channel":
-        return ChannelNormalizer.fit(sequences)
-    if mode == "series_scale":
-        return SeriesScale.fit(sequences)
-    if mode == "series":
-        return standardize_series
-    return _unchanged
-
-
-def _unchanged(x: Tensor) -> Tensor:
-    return x
 
 
 def auto_batch_size(samples: int) -> int:
@@ -247,129 +122,6 @@ def check_inputs(dataset: Dataset, where: str) -> None:
             raise DataError(
                 f"{where}, sample {i}: {x.shape[1]} channels, but sample 0 has {channels}"
             )
-
-
-@dataclass(frozen=True)
-class ChannelNormalizer:
-    """Per-channel z-score ``(x - mean) / std`` with statistics of the real steps it was fitted on.
-
-    Fit it on the training split only: statistics that saw validation or test data would leak
-    them into the model.
-    """
-
-    mean: Tensor  # (C,)
-    std: Tensor  # (C,)
-
-    @classmethod
-    def fit(cls, sequences: Sequence[Tensor]) -> ChannelNormalizer:
-        """From a list of ``(T_i, C)`` sequences (no padding, so every step is real)."""
-        steps = torch.cat(list(sequences))
-        # A constant channel would divide by zero, and one step has no spread (std NaN):
-        # leave those centred instead.
-        std = steps.std(0) if len(steps) > 1 else torch.ones_like(steps[0])
-        return cls(steps.mean(0), std.clamp_min(1e-6))
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
-
-
-def train_position(trainer: L.Trainer) -> tuple[int, int]:
-    """``(epoch, batches of it already trained)`` where the next training pass starts.
-
-    Read from the trainer's loop counters, which a checkpoint restores: after a resume
-    mid-epoch it is the interrupted epoch and how far it got, otherwise ``(epoch, 0)``. Lightning
-    creates a resumed run's first loader iterator before it calls ``set_epoch``, so a sampler
-    asks this instead.
-    """
-    # Lightning declares `current` as the base tracker; an epoch's is a _ProcessedTracker.
-    epochs = cast("_ProcessedTracker", trainer.fit_loop.epoch_progress.current)
-    mid_epoch = epochs.started > epochs.processed
-    batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-    return epochs.processed, batches if mid_epoch else 0
-
-
-class ResumableSampler(DistributedSampler):
-    """The training order: a fresh shuffle each epoch that depends on ``(seed, epoch)`` alone,
-    and this process's shard of it under DDP (Lightning keeps a ``DistributedSampler``).
-
-    Unlike a ``RandomSampler`` it never draws from torch's global generator, and with
-    ``position`` (see ``train_position``) a run resumed from a checkpoint, even mid-epoch, sees
-    exactly the batches the interrupted run would have seen next.
-
-    With ``lengths`` (each sample's steps) the order is bucketed (`bucket_order`): a batch holds
-    sequences of similar length, so little of it is padding; still a function of the seed, the
-    epoch and the shard alone, so a resume is as exact.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        batch_size: int,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        position: Callable[[], tuple[int, int]] | None = None,
-        lengths: Sequence[int] | None = None,
-    ) -> None:
-        super().__init__(
-            dataset,
-            num_replicas=world_size,
-            rank=rank,
-            shuffle=True,
-            seed=seed,
-        )
-        self.batch_size = batch_size
-        self.position = position
-        self.lengths = lengths
-
-    def __iter__(self) -> Iterator[int]:
-        skip = 0
-        if self.position is not None:
-            epoch, skip = self.position()
-            self.set_epoch(epoch)
-        order = list(super().__iter__())
-        if self.lengths is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, self.rank])
-            order = bucket_order(order, self.lengths, self.batch_size, rng)
-        return iter(order[skip * self.batch_size :])
-
-
-#: How many batches' worth of the shuffled order ``bucket_order`` sorts by length at a time.
-BUCKET_POOL = 50
-
-
-def bucket_order(
-    order: Sequence[int],
-    lengths: Sequence[int],
-    batch_size: int,
-    rng: np.random.Generator,
-    pool: int = BUCKET_POOL,
-) -> list[int]:
-    """``order`` rearranged so that each run of ``batch_size`` holds similar lengths.
-
-    The shuffled ``order`` is cut into pools of ``pool`` batches; each pool is sorted by length
-    and cut into batches, and the full batches of every pool are shuffled together. A short
-    batch (the order's last few samples) stays at the end, so that a loader cutting the order
-    every ``batch_size`` samples cuts it on these batches' boundaries. Sorting within pools of
-    a random order, not the whole set, keeps which sequences meet in a batch random.
-    """
-    size = batch_size * pool
-    batches: list[list[int]] = []
-    for start in range(0, len(order), size):
-        bucket = sorted(order[start : start + size], key=lambda i: lengths[i])  # stable
-        batches += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
-    full = [batch for batch in batches if len(batch) == batch_size]
-    short = [batch for batch in batches if len(batch) < batch_size]
-    return [i for k in rng.permutation(len(full)) for i in full[k]] + [i for b in short for i in b]
-
-
-def padded_steps(order: Sequence[int], lengths: Sequence[int], batch_size: int) -> int:
-    """Padding steps a loader adds when it batches ``order`` every ``batch_size`` samples."""
-    total = 0
-    for start in range(0, len(order), batch_size):
-        batch = [lengths[i] for i in order[start : start + batch_size]]
-        total += max(batch) * len(batch) - sum(batch)
-    return total
 
 
 class SequenceDataModule(L.LightningDataModule, abc.ABC):

@@ -9,14 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seqlab.data.base import (
-    ChannelNormalizer,
-    SequenceDataModule,
-    check_count,
-    check_option,
-    stratified_split,
-)
+from seqlab.data.base import SequenceDataModule, check_count, check_option, stratified_split
 from seqlab.data.collate import SequenceDataset
+from seqlab.data.normalize import ChannelNormalizer
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from seqlab.data.base import SPLITS, check_count, check_option, train_position
+from seqlab.data.base import SPLITS, check_count, check_option
+from seqlab.data.sampler import train_position
 from seqlab.errors import ConfigError, DataError
 
 #: The id-0 token every vocabulary has: characters never seen in the training text.

@@ -11,16 +11,12 @@ from torch.utils.data import Dataset
 
 from seqlab.data.base import (
     SPLIT_ORDERS,
-    Normalizer,
     SequenceDataModule,
     auto_batch_size,
     block_count,
     check_count,
     check_option,
     downsample_factor,
-    fit_normalizer,
-    normalize_mode,
-    resolve_normalize,
     stratified_split,
 )
 from seqlab.data.collate import (
@@ -32,6 +28,7 @@ from seqlab.data.collate import (
     shift_channels,
     time_warp,
 )
+from seqlab.data.normalize import Normalizer, fit_normalizer, normalize_mode, resolve_normalize
 from seqlab.data.sources import (
     MISSING_POLICIES,
     SOURCES,
