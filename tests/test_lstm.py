@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seqlab.nn import LSTM, recurrence
+from seqlab.nn.lstm import LOOP_ONLY_OPTIONS
 from seqlab.nn.masking import as_lengths, lengths_on
 
 ATOL = RTOL = 1e-5
@@ -531,6 +533,21 @@ def test_lengths_with_packed_or_unbatched_input_is_rejected(impl):
 def test_loop_only_option_with_fused_names_the_option_and_the_fix(option, name):
     with pytest.raises(ValueError, match=rf"{name}.*impl=\"loop\""):
         LSTM(2, 3, impl="fused", **option)
+
+
+@pytest.mark.parametrize("key", sorted(LOOP_ONLY_OPTIONS))
+def test_each_loop_only_option_is_an_lstm_keyword_off_by_default_and_picks_the_loop(key):
+    """The table the config checks read agrees with LSTM: the key is a keyword whose default is
+    the table's off value, and setting it makes impl="auto" the loop and impl="fused" fail."""
+    off = LOOP_ONLY_OPTIONS[key]
+    assert inspect.signature(LSTM).parameters[key].default == off
+    on = {"layer_norm": True, "recurrent_dropout": 0.1, "forget_bias": 1.0}[
+        key
+    ]  # a new one: add it
+    assert LSTM(2, 3, **{key: on}).impl == "loop"
+    assert LSTM(2, 3).impl == "fused"
+    with pytest.raises(ValueError, match=key):
+        LSTM(2, 3, impl="fused", **{key: on})
 
 
 def test_bad_impl_name_lists_the_allowed_values():
