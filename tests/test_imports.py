@@ -63,11 +63,14 @@ def imports() -> dict[str, set[str]]:
 
 
 def layer_of(module: str) -> int:
-    """The layer of ``module``: that of its longest listed prefix."""
+    """The layer of ``module``: that of its longest listed prefix. The package itself
+    (``seqlab``, its ``__init__``) is listed but prefixes nothing: a new top-level module must be
+    placed in a layer by name."""
     best, level = -1, -1
     for i, layer in enumerate(LAYERS):
         for prefix in layer:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+            below = prefix != "seqlab" and module.startswith(prefix + ".")
+            if (module == prefix or below) and len(prefix) > best:
                 best, level = len(prefix), i
     assert level >= 0, f"{module} is in no layer of LAYERS; add it"
     return level
