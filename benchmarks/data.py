@@ -17,12 +17,12 @@ from torch.utils.data import DataLoader
 from benchmarks import timing
 from benchmarks.timing import now, torch_threads
 from benchmarks.train_loop import (
-    _LIGHTNING_STEP_S,
-    _config_key,
     build_for_benchmark,
     lightning_run,
+    lightning_step_s,
     prepare_training,
     quiet_lightning,
+    record_lightning_step_s,
     time_per_step,
 )
 
@@ -95,16 +95,16 @@ def _data_throughput(
         delivered = loader_batches_per_second(
             datamodule.train_dataloader, args.data_batches, args.data_rounds, device
         )
-        key = _config_key(cfg)
         source = "train section"
-        if key not in _LIGHTNING_STEP_S:
+        step_s = lightning_step_s(cfg)
+        if step_s is None:
             source = "measured here"
             setup = prepare_training(cfg, datamodule, 2 * args.data_steps, device)
             timings, _ = time_per_step(
                 {"lightning": partial(lightning_run, setup)}, args.data_steps, args.data_rounds
             )
-            _LIGHTNING_STEP_S[key] = timings["lightning"]["step_s"]
-        step_s = _LIGHTNING_STEP_S[key]
+            step_s = timings["lightning"]["step_s"]
+            record_lightning_step_s(cfg, step_s)
     consumed = 1 / step_s if step_s > 0 else float("inf")
     ratio = delivered["batches_per_s"] / consumed
     return {

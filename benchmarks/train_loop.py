@@ -273,8 +273,19 @@ def max_loss_difference(losses: dict[str, list[float]], reference: str) -> dict[
 _LIGHTNING_STEP_S: dict[str, float] = {}
 
 
-def _config_key(cfg: DictConfig) -> str:
+def config_key(cfg: DictConfig) -> str:
+    """What identifies a training setup for `lightning_step_s`: the data and model configs."""
     return OmegaConf.to_yaml(cfg.data) + OmegaConf.to_yaml(cfg.model)
+
+
+def lightning_step_s(cfg: DictConfig) -> float | None:
+    """Lightning's per-step seconds on ``cfg``'s setup if the train section measured it in this
+    run, else None."""
+    return _LIGHTNING_STEP_S.get(config_key(cfg))
+
+
+def record_lightning_step_s(cfg: DictConfig, seconds: float) -> None:
+    _LIGHTNING_STEP_S[config_key(cfg)] = seconds
 
 
 # A model so small that its step is mostly fixed per-step costs: what Lightning adds per step
@@ -321,7 +332,7 @@ def compare_loops(
         if diagnose:
             runs["lightning-no-log"] = partial(lightning_run, setup, log=False)
         timings, losses = time_per_step(runs, steps, rounds)
-        _LIGHTNING_STEP_S[_config_key(cfg)] = timings["lightning"]["step_s"]
+        record_lightning_step_s(cfg, timings["lightning"]["step_s"])
     differences = max_loss_difference(losses, "lightning")
     encoder = setup.cfg.model.encoder
     config = {
