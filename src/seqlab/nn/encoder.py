@@ -131,13 +131,15 @@ class LSTMEncoder(nn.Module):
         # The padding mask, built once on x's device for the front end, the pooling and the
         # caller (EncoderOutput.mask). The LSTM takes the lengths as given: it reads them on the
         # host, where they stay.
-        mask = host = None
+        mask = None
         if lengths is not None:
+            if not isinstance(lengths, Tensor):
+                lengths = torch.as_tensor(list(lengths), dtype=torch.long)
             mask = lengths_to_mask(lengths_on(lengths, x.device), x.size(1))
-            host = self._host_lengths(lengths)
         x = self.input_dropout(x)
         conv = None
         if self.frontend is not None:
+            host = self._host_lengths(lengths)
             if host is not None and bool((host == x.size(1)).all()):
                 conv = self.frontend(x)  # no padding: the faster unmasked path (same numbers)
             else:
@@ -152,12 +154,10 @@ class LSTMEncoder(nn.Module):
         return EncoderOutput(features, outputs, final_state, mask)
 
     @staticmethod
-    def _host_lengths(lengths: LengthsLike) -> Tensor | None:
-        """``lengths`` as a CPU tensor where the host has them, else None: lengths on a device
-        (reading them would wait for it), or in a graph being traced or exported (whose masked
-        path must hold for every batch it will meet)."""
-        if not isinstance(lengths, Tensor):
-            return torch.as_tensor(list(lengths), dtype=torch.long)
-        if lengths.device.type != "cpu" or torch.compiler.is_compiling():
+    def _host_lengths(lengths: Tensor | None) -> Tensor | None:
+        """``lengths`` where the host has them (on the CPU), else None: no lengths, lengths on a
+        device (reading them would wait for it), or a graph being traced or exported (whose
+        masked path must hold for every batch it will meet)."""
+        if lengths is None or lengths.device.type != "cpu" or torch.compiler.is_compiling():
             return None
         return lengths

@@ -24,7 +24,7 @@ from torch.nn import init
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seqlab.errors import UserError
-from seqlab.nn.masking import LengthsLike, as_lengths, lengths_on
+from seqlab.nn.masking import LengthsLike, as_lengths, lengths_on, lengths_to_mask
 from seqlab.nn.recurrence import layer_norm_recurrence, lstm_layer, masked_recurrence
 
 IMPLS = ("auto", "fused", "loop")
@@ -400,8 +400,7 @@ class LSTM(nn.LSTM):
         steps = x.size(0)
         batch_sizes = reverse_index = None
         if sorted_lengths is not None and int(sorted_lengths[-1]) < steps:
-            t = torch.arange(steps).unsqueeze(1)
-            real = sorted_lengths.unsqueeze(0) > t  # (T, B)
+            real = lengths_to_mask(sorted_lengths, steps).T  # (T, B), on the host
             batch_sizes = real.sum(1).tolist()
             # The input projection's weight gradient sums over padded rows too (times zero
             # gate gradients): NaN or inf padding would turn it into NaN. Packing never reads
@@ -614,7 +613,7 @@ class MaskedLSTM(nn.Module):
         if lengths is None:
             lengths = torch.full((batch,), steps, dtype=torch.long, device=x.device)
         lengths = lengths.to(x.device)
-        real = (torch.arange(steps, device=x.device).unsqueeze(1) < lengths).unsqueeze(-1)
+        real = lengths_to_mask(lengths, steps).T.unsqueeze(-1)  # (T, B, 1)
         reverse = _reverse_index(lengths, steps, x.device) if lstm.bidirectional else None
 
         def layer_fn(
