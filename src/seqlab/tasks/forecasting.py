@@ -74,12 +74,13 @@ class SequenceForecaster(SequenceTask):
         encoded = self.encoder(x, lengths)
         preds = self.head(encoded.outputs)
         scored = self.scored_steps(batch, self.real_steps(encoded, lengths))
-        scored_preds = preds[scored].float()
+        # Each boolean index is a pass over the batch (and a host sync on a GPU): taken once.
+        scored_preds, scored_target = preds[scored], target[scored]
         # Mean over scored values; a batch with none scores 0 (see SequenceTagger).
-        loss = F.mse_loss(scored_preds, target[scored].float(), reduction="sum")
+        loss = F.mse_loss(scored_preds.float(), scored_target.float(), reduction="sum")
         loss = loss / max(scored_preds.numel(), 1)
-        loss = self.reduce_loss(stage, loss, weight=int(scored.sum()))
-        self._update(stage, "metrics", preds[scored].detach(), target[scored])
+        loss = self.reduce_loss(stage, loss, weight=len(scored_target))
+        self._update(stage, "metrics", scored_preds.detach(), scored_target)
         if stage != "train":
             # The persistence forecast of step t + 1 is step t itself.
             self._update(stage, "persistence", x[scored], target[scored])

@@ -49,7 +49,7 @@ class SequenceTagger(SequenceTask):
         target = batch["y"]
         scored = self.real_steps(encoded, batch["lengths"]) & (target != IGNORE_INDEX)
         logits, target = logits[scored].float(), target[scored]
-        count = int(scored.sum())
+        count = len(target)  # the scored steps (their number is known once indexed)
         # Mean over scored steps; a batch with none scores 0 (a mean of nothing would be NaN,
         # which would stop training and poison the epoch's average).
         loss = F.cross_entropy(logits, target, reduction="sum") / max(count, 1)
