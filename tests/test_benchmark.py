@@ -95,7 +95,7 @@ def test_unknown_section_is_rejected(capsys):
 
 
 def test_bucketing_section_counts_padding_both_ways(quick_results: dict[str, Any]) -> None:
-    entry = quick_results["sections"]["bucketing"]["japanese_vowels"]
+    entry = quick_results["sections"]["bucketing"]["japanese_vowels data.batch_size=16"]
     for name in ("plain", "bucketed"):
         assert entry[name]["epoch_s"] > 0 and entry[name]["batches"] > 0
     # The same samples both ways: as many real steps, far fewer padded ones when bucketed.

@@ -35,7 +35,36 @@ def test_bucketed_batches_pad_far_less_than_shuffled_ones() -> None:
     order = np.random.default_rng(0).permutation(len(lengths)).tolist()
     plain = padded_steps(order, lengths, 32)
     bucketed = padded_steps(bucket_order(order, lengths, 32, np.random.default_rng(0)), lengths, 32)
-    assert bucketed < 0.1 * plain
+    assert bucketed < 0.25 * plain  # 75 batches: 4 pools of 18 (and one of 3)
+
+
+def batches_of(order: list[int], batch_size: int) -> set[frozenset[int]]:
+    return {frozenset(order[i : i + batch_size]) for i in range(0, len(order), batch_size)}
+
+
+def test_a_set_within_one_pool_still_meets_in_new_batches_each_epoch() -> None:
+    # PLAID's size and batch: 537 series in 34 batches of 16 (a pool holds 50). Lengths all
+    # distinct, so sorting the whole set would give the very same batches every epoch.
+    lengths = np.random.default_rng(0).permutation(537).tolist()
+    epochs = [
+        bucket_order(np.random.default_rng(seed).permutation(537).tolist(), lengths, 16, rng)
+        for seed, rng in ((1, np.random.default_rng(1)), (2, np.random.default_rng(2)))
+    ]
+    whole_set = [sorted(order, key=lambda i: lengths[i]) for order in epochs]
+    assert batches_of(whole_set[0], 16) == batches_of(whole_set[1], 16)
+    assert len(batches_of(epochs[0], 16) & batches_of(epochs[1], 16)) == 0
+    # Still bucketed: pools of 8 batches (the MIN_POOLS = 4 rule) pad far less than shuffling.
+    shuffled = np.random.default_rng(3).permutation(537).tolist()
+    assert padded_steps(epochs[0], lengths, 16) < 0.4 * padded_steps(shuffled, lengths, 16)
+
+
+def test_too_few_batches_for_pools_leaves_the_shuffle_as_it_is() -> None:
+    order = np.random.default_rng(0).permutation(40).tolist()
+    lengths = list(range(40))
+    full = bucket_order(order, lengths, 16, np.random.default_rng(0))
+    # 2 full batches (< MIN_POOLS): each batch is its own pool, so it holds the same samples.
+    assert batches_of(full[:32], 16) == batches_of(order[:32], 16)
+    assert full[32:] == sorted(order[32:], key=lambda i: lengths[i])
 
 
 def test_padded_steps_counts_what_padding_adds() -> None:
