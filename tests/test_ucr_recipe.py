@@ -281,9 +281,17 @@ def test_a_bad_budget_is_refused_before_training(make_cfg, override, message):
         check_config(cfg)
 
 
-def test_data_ucr_fits_the_whole_training_file_and_tests_its_final_weights(make_cfg, tmp_path):
+def test_data_ucr_fits_the_whole_training_file_and_tests_its_final_weights(
+    make_cfg, tmp_path, monkeypatch
+):
+    from seqlab.data.ucr import UCRDataModule
     from seqlab.train import train
 
+    # No validation split: the loop is off, so its (empty) loader is never even asked for.
+    def no_validation_loader(self):
+        raise AssertionError("validation ran without a validation split")
+
+    monkeypatch.setattr(UCRDataModule, "val_dataloader", no_validation_loader)
     cfg = make_cfg(
         *[option for option in TINY if not option.startswith("trainer.max_epochs")],
         "data=ucr",

@@ -52,7 +52,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
         check_resume(ckpt_path, peek_checkpoint(ckpt_path), run_identity(cfg), model, fitting)
     trainer, loggers = build_trainer(cfg, extra_callbacks=callbacks)
     if fitting:
-        keep_final_weights_without_validation(trainer, datamodule)
+        fit_without_validation(trainer, datamodule)
     if fitting and ckpt_path is not None:
         drop_csv_rows_past(ckpt_path, loggers)
     try:
@@ -93,16 +93,16 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
         finish_loggers(loggers)
 
 
-def keep_final_weights_without_validation(
-    trainer: L.Trainer, datamodule: L.LightningDataModule
-) -> None:
+def fit_without_validation(trainer: L.Trainer, datamodule: L.LightningDataModule) -> None:
     """With no validation split (``data.val_fraction=0``, as ``data=ucr`` fits the whole
-    training file) a checkpoint that monitors a validation metric keeps the newest weights
-    instead: the final weights are the ones tested, and Lightning does not warn every epoch
-    that the metric is missing."""
+    training file) the validation loop is switched off, so Lightning never builds the empty
+    loader (and warns that it is empty), and a checkpoint that monitors a validation metric
+    keeps the newest weights instead: the final weights are the ones tested, and Lightning
+    does not warn every epoch that the metric is missing."""
     datasets = getattr(datamodule, "datasets", {})
     if "val" not in datasets or len(datasets["val"]):
         return
+    trainer.limit_val_batches = 0
     for callback in trainer.checkpoint_callbacks:
         monitor = getattr(callback, "monitor", None)
         if isinstance(callback, ModelCheckpoint) and monitor and monitor.startswith("val/"):
