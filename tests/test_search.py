@@ -38,7 +38,6 @@ TINY_TRIAL = [
     "callbacks.rich_progress_bar=null",
     "callbacks.model_summary=null",
     "callbacks.plots=null",
-    "+trainer.enable_model_summary=false",
     "test=false",
 ]
 # A learning rate over four decades: the smallest ones barely move in a few epochs.

@@ -26,6 +26,19 @@ def test_fast_dev_run_trains_tests_and_writes_metrics(make_cfg) -> None:
     assert saved == pytest.approx({k: v for k, v in metrics.items() if k.startswith("test/")})
 
 
+def test_a_run_starts_without_lightning_notes_a_user_can_do_nothing_about(make_cfg, caplog):
+    """The run's summary is the rich callback's; Lightning's note that it adds none of its own,
+    and its advert for another logger, are not printed."""
+    with_summary = [o for o in TINY if not o.startswith("callbacks.model_summary")]
+    cfg = make_cfg(*with_summary, "debug=fdr", tiny=False)
+    assert cfg.callbacks.model_summary is not None
+    with caplog.at_level(logging.INFO):
+        train(cfg)
+    assert "Skipping setting a default `ModelSummary`" not in caplog.text
+    assert "litlogger" not in caplog.text
+    assert "GPU available" in caplog.text  # Lightning's own INFO lines are still captured
+
+
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
     """A short real run on the default task (JapaneseVowels), shared by the tests below."""

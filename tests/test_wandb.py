@@ -98,6 +98,25 @@ def _no_run_left_open():
     wandb.finish()
 
 
+def test_wandb_init_is_not_handed_the_anonymous_setting_it_warns_about(
+    make_cfg, monkeypatch
+) -> None:
+    """Lightning passes `anonymous=None`, which makes wandb warn on every run's first lines."""
+    received: dict = {}
+    real_init = wandb.init
+
+    def recording_init(*args, **kwargs):
+        received.update(kwargs)
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", recording_init)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    (logger,) = instantiate_loggers(make_cfg("logger=wandb").logger)
+    finish_loggers([logger])
+    assert received["project"] == "seqlab"
+    assert "anonymous" not in received
+
+
 def test_an_online_start_that_gets_no_answer_falls_back_to_offline_in_the_run_folder(
     make_cfg, monkeypatch, caplog
 ) -> None:

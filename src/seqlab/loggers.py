@@ -174,6 +174,12 @@ def _start_wandb(entry: DictConfig, offline: bool, timeout: float | None) -> Wan
         kwargs["settings"] = wandb.Settings(init_timeout=float(timeout))
     Path(entry["save_dir"]).mkdir(parents=True, exist_ok=True)
     logger = instantiate(entry, **kwargs)
+    # Lightning hands wandb.init an `anonymous` it left as None; wandb no longer has that
+    # setting and warns about it on every run's first lines (wandb/wandb#10909). Unless a
+    # config asked for it, it is not passed.
+    init_kwargs = getattr(logger, "_wandb_init", {})
+    if "anonymous" in init_kwargs and init_kwargs["anonymous"] is None:
+        del init_kwargs["anonymous"]
     run = logger.experiment  # starts the run (on rank 0; a no-op elsewhere)
     if hasattr(run, "define_metric"):
         # The run's summary (and a wandb sweep's objective) is the best val/loss, not the last.

@@ -40,6 +40,16 @@ warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is depr
 warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
 
 
+class _NoLightningAdverts(logging.Filter):
+    """Drops the "Tip: try installing litlogger" line Lightning prints on every run's start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoLightningAdverts())
+
+
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     """Instantiate and set up the data module, so the model can be sized from it."""
     datamodule = instantiate(cfg.data, _convert_="all")
