@@ -9,12 +9,20 @@ UCR 2018 archive's layout (`<Name>/<Name>_TRAIN.tsv`, `_TEST.tsv`: label, then t
   class is the pair in order (up-up, up-down, down-up, down-down); 1,000 training and 4,000
   test series. The archive's own generator is not published, so this is a look-alike.
 
-Every series is z-scored, as the archive stores them. None of these sets was used to choose
+- `GenGestures`: a set for `data=folder`, the path a user's own recordings take: three
+  channels of 60 to 300 steps (a three-axis sensor), each with its own offset, a slow drift and
+  noise, never z-scored; the class (6) is a pair of bumps in order, on which channel and up or
+  down (e.g. x up then y up, or y up then x up), at places and widths that scale with the
+  length; 180 training and 600 test recordings, one `.npy` (steps, channels) each, and a
+  `labels.csv` (file, label, split). Defined here, for this check.
+
+The UCR-layout sets are z-scored, as the archive stores them. None of these sets was used to choose
 anything in the recipe; docs/results.md gives seqlab's, 1-NN DTW's and 1-NN ED's accuracy on them.
 
     python scripts/generated_sets.py data/generated            # write the files
     python scripts/generated_sets.py data/generated --baselines  # and print 1-NN DTW and ED
     python scripts/train.py data=ucr data.data_dir=data/generated data.name=GenCBF
+    python scripts/train.py data=folder data.path=data/generated/GenGestures
 """
 
 from __future__ import annotations
@@ -54,6 +62,60 @@ def two_patterns_series(label: int, rng: np.random.Generator, noise: bool = True
     return series
 
 
+# GenGestures' classes: (channel, +1 up / -1 down) of the first bump, then of the second.
+GESTURES = {
+    "x_up_y_up": ((0, 1), (1, 1)),
+    "y_up_x_up": ((1, 1), (0, 1)),
+    "x_up_x_down": ((0, 1), (0, -1)),
+    "z_down_y_up": ((2, -1), (1, 1)),
+    "y_down_z_down": ((1, -1), (2, -1)),
+    "z_up_z_up": ((2, 1), (2, 1)),
+}
+GESTURE_SPLITS = {"train": 180, "test": 600}
+
+
+def gesture_series(label: str, rng: np.random.Generator, noise: bool = True) -> np.ndarray:
+    """One (steps, 3) recording of gesture ``label``: two Gaussian bumps of height 2 to 3 (times
+    the recording's strength, 0.7 to 1.4), the first centred in 15-40% of its length, the second
+    in 55-85%, widths 3-6% of it, over an offset, a drift and noise per channel."""
+    steps = int(rng.integers(60, 301))
+    t = np.arange(steps)
+    strength = rng.uniform(0.7, 1.4)
+    x = np.zeros((steps, 3))
+    for (channel, sign), (low, high) in zip(
+        GESTURES[label], ((0.15, 0.4), (0.55, 0.85)), strict=True
+    ):
+        centre, width = rng.uniform(low, high) * steps, rng.uniform(0.03, 0.06) * steps
+        height = sign * strength * rng.uniform(2.0, 3.0)
+        x[:, channel] += height * np.exp(-0.5 * ((t - centre) / width) ** 2)
+    if noise:
+        x += rng.normal(size=3)  # the sensor's offset
+        x += np.cumsum(rng.normal(scale=0.05, size=(steps, 3)), axis=0)  # drift
+        x += rng.normal(scale=0.3, size=(steps, 3))
+    return x
+
+
+def write_gestures(folder: Path, rng: np.random.Generator) -> None:
+    """GenGestures as `data=folder` reads it: one .npy a recording and labels.csv."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["file,label,split"]
+    names = list(GESTURES)
+    for split, size in GESTURE_SPLITS.items():
+        for index, label_index in enumerate(rng.permutation(np.arange(size) % len(names))):
+            label = names[int(label_index)]
+            file = f"{split}_{index:04d}.npy"
+            np.save(folder / file, gesture_series(label, rng).astype(np.float32))
+            rows.append(f"{file},{label},{split}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+
+
+def read_gestures(folder: Path, split: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """The (channels, steps) arrays and labels of one split of GenGestures."""
+    lines = (folder / "labels.csv").read_text().split()[1:]
+    rows = [line.split(",") for line in lines if line.endswith(f",{split}")]
+    return [np.load(folder / file).T for file, _, _ in rows], np.array([r[1] for r in rows])
+
+
 SETS: dict[str, tuple[Callable[..., np.ndarray], int, int, int]] = {
     # name: (one series, classes, training series, test series)
     "GenCBF": (cbf_series, 3, 30, 900),
@@ -78,18 +140,39 @@ def write(out: Path, seed: int = 0) -> None:
             x, y = generate(name, size, rng)
             table = np.column_stack([y, x])
             np.savetxt(folder / f"{name}_{split}.tsv", table, delimiter="\t", fmt="%.6g")
+    write_gestures(out / "GenGestures", np.random.default_rng(seed))
 
 
 def baselines(out: Path) -> None:
     from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
 
+    def one_nn(name: str, distance: str, train: tuple, test: tuple) -> None:
+        knn = KNeighborsTimeSeriesClassifier(n_neighbors=1, distance=distance)
+        knn.fit(*train)
+        accuracy = float((knn.predict(test[0]) == test[1]).mean())
+        print(f"{name}: 1-NN {distance} {accuracy:.4f}", flush=True)
+
     for name in SETS:
         train, test = (np.loadtxt(out / name / f"{name}_{s}.tsv") for s in ("TRAIN", "TEST"))
         for distance in ("dtw", "euclidean"):
-            knn = KNeighborsTimeSeriesClassifier(n_neighbors=1, distance=distance)
-            knn.fit(train[:, None, 1:], train[:, 0])
-            accuracy = float((knn.predict(test[:, None, 1:]) == test[:, 0]).mean())
-            print(f"{name}: 1-NN {distance} {accuracy:.4f}", flush=True)
+            one_nn(
+                name, distance, (train[:, None, 1:], train[:, 0]), (test[:, None, 1:], test[:, 0])
+            )
+    # Recordings of different lengths: DTW only (Euclidean distance needs equal lengths), on
+    # channels z-scored over the training split (as `data=folder` reads a multichannel set),
+    # then on each recording's channels z-scored by themselves.
+    train, test = (read_gestures(out / "GenGestures", split) for split in GESTURE_SPLITS)
+    steps = np.concatenate(train[0], axis=1)
+    mean, std = steps.mean(1, keepdims=True), steps.std(1, keepdims=True)
+    scalings = {
+        "channels z-scored": lambda x: (x - mean) / std,
+        "each recording z-scored": lambda x: (
+            (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
+        ),
+    }
+    for scaling, scale in scalings.items():
+        scaled = [([scale(x) for x in xs], y) for xs, y in (train, test)]
+        one_nn(f"GenGestures ({scaling})", "dtw", scaled[0], scaled[1])
 
 
 def main() -> None:

@@ -64,3 +64,27 @@ def test_the_files_are_read_by_data_ucr_with_balanced_z_scored_series(tmp_path, 
     assert (again / "GenCBF/GenCBF_TEST.tsv").read_bytes() == (
         tmp_path / "sets/GenCBF/GenCBF_TEST.tsv"
     ).read_bytes()
+
+
+@pytest.mark.parametrize("label", sorted(generated.GESTURES))
+def test_a_gesture_without_noise_is_its_two_bumps_in_order(label):
+    x = generated.gesture_series(label, np.random.default_rng(3), noise=False)
+    assert 60 <= len(x) <= 300 and x.shape[1] == 3
+    (first_channel, first_sign), (second_channel, second_sign) = generated.GESTURES[label]
+    for channel in {0, 1, 2} - {first_channel, second_channel}:
+        assert np.all(x[:, channel] == 0)
+    half = len(x) // 2  # the first bump is centred before 40% of the length, the second after 55%
+    first, second = x[:half, first_channel], x[half:, second_channel]
+    assert (first.max() if first_sign > 0 else -first.min()) > 1.3  # at least 0.7 * 2
+    assert (second.max() if second_sign > 0 else -second.min()) > 1.3
+
+
+def test_the_gesture_folder_is_read_by_data_folder(tmp_path, make_cfg):
+    generated.write(tmp_path / "sets")
+    cfg = make_cfg("data=folder", f"data.path={tmp_path / 'sets/GenGestures'}")
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    assert len(datamodule.datasets["train"]) == 180 and len(datamodule.datasets["test"]) == 600
+    xs, labels = generated.read_gestures(tmp_path / "sets/GenGestures", "train")
+    assert len(xs) == 180 and sorted(set(labels)) == sorted(generated.GESTURES)
+    assert all(x.shape[0] == 3 and 60 <= x.shape[1] <= 300 for x in xs)
