@@ -74,6 +74,11 @@ GESTURES = {
 GESTURE_SPLITS = {"train": 180, "test": 600}
 
 
+def balanced_labels(size: int, classes: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` class indices, the classes in turn, in a shuffled order."""
+    return rng.permutation(np.arange(size) % classes)
+
+
 def gesture_series(label: str, rng: np.random.Generator, noise: bool = True) -> np.ndarray:
     """One (steps, 3) recording of gesture ``label``: two Gaussian bumps of height 2 to 3 (times
     the recording's strength, 0.7 to 1.4), the first centred in 15-40% of its length, the second
@@ -101,7 +106,7 @@ def write_gestures(folder: Path, rng: np.random.Generator) -> None:
     rows = ["file,label,split"]
     names = list(GESTURES)
     for split, size in GESTURE_SPLITS.items():
-        for index, label_index in enumerate(rng.permutation(np.arange(size) % len(names))):
+        for index, label_index in enumerate(balanced_labels(size, len(names), rng)):
             label = names[int(label_index)]
             file = f"{split}_{index:04d}.npy"
             np.save(folder / file, gesture_series(label, rng).astype(np.float32))
@@ -109,11 +114,18 @@ def write_gestures(folder: Path, rng: np.random.Generator) -> None:
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
 
 
-def read_gestures(folder: Path, split: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """The (channels, steps) arrays and labels of one split of GenGestures."""
-    lines = (folder / "labels.csv").read_text().split()[1:]
-    rows = [line.split(",") for line in lines if line.endswith(f",{split}")]
-    return [np.load(folder / file).T for file, _, _ in rows], np.array([r[1] for r in rows])
+def read_gestures(folder: Path) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """Each split of GenGestures as (channels, steps) arrays and labels, read by `data=folder`'s
+    own reader, so the baselines see what seqlab sees."""
+    from seqlab.data.folder import FolderDataModule
+
+    sequences = FolderDataModule(path=str(folder)).read()
+    splits = {}
+    for split in GESTURE_SPLITS:
+        rows = [i for i, name in enumerate(sequences.splits) if name == split]
+        xs = [sequences.inputs[i].T for i in rows]
+        splits[split] = xs, np.array([sequences.targets[i] for i in rows])
+    return splits
 
 
 SETS: dict[str, tuple[Callable[..., np.ndarray], int, int, int]] = {
@@ -126,7 +138,7 @@ SETS: dict[str, tuple[Callable[..., np.ndarray], int, int, int]] = {
 def generate(name: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``size`` z-scored series of set ``name``, classes in turn, in a shuffled order."""
     series_fn, classes, _, _ = SETS[name]
-    labels = rng.permutation(np.arange(size) % classes)
+    labels = balanced_labels(size, classes, rng)
     x = np.stack([series_fn(int(label), rng) for label in labels])
     return (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True), labels + 1
 
@@ -161,7 +173,7 @@ def baselines(out: Path) -> None:
     # Recordings of different lengths: DTW only (Euclidean distance needs equal lengths), on
     # channels z-scored over the training split (as `data=folder` reads a multichannel set),
     # then on each recording's channels z-scored by themselves.
-    train, test = (read_gestures(out / "GenGestures", split) for split in GESTURE_SPLITS)
+    train, test = read_gestures(out / "GenGestures").values()
     steps = np.concatenate(train[0], axis=1)
     mean, std = steps.mean(1, keepdims=True), steps.std(1, keepdims=True)
     scalings = {

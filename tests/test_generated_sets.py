@@ -1,5 +1,5 @@
-"""scripts/generated_sets.py: held-out sets generated from their published definitions, in the
-UCR archive's layout, read by `data=ucr` as a user's own files are."""
+"""scripts/generated_sets.py: held-out sets generated from their definitions, in the UCR
+archive's layout (read by `data=ucr`) or as a folder of arrays (read by `data=folder`)."""
 
 from __future__ import annotations
 
@@ -85,6 +85,6 @@ def test_the_gesture_folder_is_read_by_data_folder(tmp_path, make_cfg):
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     assert len(datamodule.datasets["train"]) == 180 and len(datamodule.datasets["test"]) == 600
-    xs, labels = generated.read_gestures(tmp_path / "sets/GenGestures", "train")
+    xs, labels = generated.read_gestures(tmp_path / "sets/GenGestures")["train"]
     assert len(xs) == 180 and sorted(set(labels)) == sorted(generated.GESTURES)
     assert all(x.shape[0] == 3 and 60 <= x.shape[1] <= 300 for x in xs)
