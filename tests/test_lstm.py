@@ -152,6 +152,77 @@ def test_loop_and_fused_match_torch_outputs_and_gradients(case):
                 torch.testing.assert_close(got, want, atol=atol, rtol=RTOL)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("with_hx", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize(("bidirectional", "num_layers"), [(False, 1), (False, 2), (True, 2)])
+def test_fused_runs_of_equal_length_match_torch_packed(
+    monkeypatch, bidirectional, num_layers, batch_first, with_hx, bias
+):
+    """On the CPU a padded batch with few distinct lengths runs the oneDNN kernel once per
+    distinct length (`_fused_runs`), not packed: same outputs, states and gradients as
+    torch.nn.LSTM on the packed batch, garbage padding included."""
+    calls = []
+    runs = LSTM._fused_runs
+    monkeypatch.setattr(LSTM, "_fused_runs", lambda *a: calls.append(1) or runs(*a))
+    torch.manual_seed(0)
+    kwargs = {
+        "input_size": 3,
+        "hidden_size": 4,
+        "num_layers": num_layers,
+        "bias": bias,
+        "batch_first": batch_first,
+        "bidirectional": bidirectional,
+    }
+    reference, fused, _ = twins(**kwargs)
+    steps, lengths = 12, torch.tensor([12, 5, 3, 5, 12, 3])  # 3 runs: 0-3, 3-5, 5-12
+    shape = (6, steps, 3) if batch_first else (steps, 6, 3)
+    x = pad_with_garbage(torch.randn(shape), lengths, batch_first).requires_grad_(True)
+    hx = None
+    if with_hx:
+        layers = num_layers * (2 if bidirectional else 1)
+        hx = (torch.randn(layers, 6, 4).requires_grad_(True), torch.randn(layers, 6, 4))
+        hx[1].requires_grad_(True)
+    weights = [torch.randn(10_000) for _ in range(3)]
+    expected = outputs_and_grads(reference, x, hx, lengths, weights)
+    actual = outputs_and_grads(fused, x, hx, lengths, weights)
+    assert calls, "the padded batch did not take the runs path"
+    for got, want in zip(actual, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "lengths", "proj_size", "expected"),
+    [
+        (torch.float32, [8, 8, 2, 2], 0, True),  # 2 distinct lengths over 8 steps
+        (torch.float32, [8, 7, 6, 5, 4, 3], 0, False),  # one run a step or so: packing is faster
+        (torch.float64, [8, 8, 2, 2], 0, False),  # torch's kernel is not oneDNN's
+        (torch.float32, [8, 8, 2, 2], 2, False),  # nor with projections
+    ],
+)
+def test_fused_runs_only_where_they_pay(dtype, lengths, proj_size, expected):
+    model = LSTM(3, 4, proj_size=proj_size, impl="fused").to(dtype)
+    x = torch.zeros(8, len(lengths), 3, dtype=dtype)
+    assert model._onednn_runs(x, torch.tensor(lengths)) is expected
+
+
+def test_fused_runs_drop_out_between_layers_only_in_training():
+    torch.manual_seed(0)
+    model = LSTM(3, 5, 2, dropout=0.5, impl="fused")
+    x, lengths = torch.randn(10, 4, 3), torch.tensor([10, 10, 4, 4])
+    assert model._onednn_runs(x, lengths)
+    model.eval()
+    first, second = model(x, lengths=lengths)[0], model(x, lengths=lengths)[0]
+    assert torch.equal(first, second)
+    model.train()
+    torch.manual_seed(1)
+    first = model(x, lengths=lengths)[0]
+    torch.manual_seed(2)
+    second = model(x, lengths=lengths)[0]
+    assert not torch.equal(first, second)
+    assert torch.equal(first[4:, 2:], torch.zeros_like(first[4:, 2:]))  # padding stays zero
+
+
 def test_packed_output_keeps_torch_sorting_metadata():
     reference, fused, loop = twins(input_size=3, hidden_size=4, bidirectional=True)
     x = torch.randn(5, 3, 3)
