@@ -6,7 +6,8 @@
     python scripts/benchmark.py --sections train,data --clock process --train-overrides model=bilstm
 
 bucketing: one training epoch with and without data.bucketing (padded steps, epoch time).
-encoder: fused vs loop LSTM at the seed config. train: Lightning's Trainer.fit of the task module
+encoder: fused vs loop LSTM at the seed config. padded: the fused LSTM on padded batches of
+varying lengths, the CPU's runs by length vs packing. train: Lightning's Trainer.fit of the task module
 vs a hand-written loop on the same model, batches and optimizer (configs/train.yaml composed as
 `scripts/train.py` does, loggers and callbacks off). data: batches/s each datamodule's train
 loader delivers vs the training steps/s Lightning runs on them.
@@ -32,11 +33,13 @@ from benchmarks import timing
 from benchmarks.bucketing import BUCKETING_SETS, run_bucketing
 from benchmarks.data import DATA_SETS, run_data
 from benchmarks.encoder import run_encoder
+from benchmarks.padded import run_padded
 from benchmarks.timing import CLOCKS
 from benchmarks.train_loop import TINY_MODEL, run_train
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "encoder": run_encoder,
+    "padded": run_padded,
     "train": run_train,
     "data": run_data,
     "bucketing": run_bucketing,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks import cli, train_loop
+from benchmarks import cli, padded, train_loop
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,24 @@ def test_bucketing_section_counts_padding_both_ways(quick_results: dict[str, Any
     assert (
         entry["padded_ratio"] == entry["bucketed"]["padded_steps"] / entry["plain"]["padded_steps"]
     )
+
+
+def test_padded_section_times_runs_and_packing(quick_results: dict[str, Any]) -> None:
+    (entry,) = quick_results["sections"]["padded"].values()
+    assert entry["runs_s"] > 0 and entry["packed_s"] > 0
+    assert entry["ratio"] == entry["runs_s"] / entry["packed_s"]
+    assert 1 <= entry["distinct_lengths"] <= 16
+
+
+def test_padded_section_compares_the_two_paths_it_names(monkeypatch) -> None:
+    from seqlab.nn import LSTM
+
+    calls: list[int] = []
+    runs = LSTM._fused_runs
+    monkeypatch.setattr(LSTM, "_fused_runs", lambda *a: calls.append(1) or runs(*a))
+    model = LSTM(3, 4, batch_first=True)
+    x, lengths = torch.randn(4, 20, 3), torch.tensor([20, 20, 5, 5])
+    padded._step(model, x, lengths, packed=True)()
+    assert not calls
+    padded._step(model, x, lengths, packed=False)()
+    assert calls == [1]

@@ -28,6 +28,9 @@ from seqlab.nn.masking import LengthsLike, as_lengths, lengths_on, lengths_to_ma
 from seqlab.nn.recurrence import layer_norm_recurrence, lstm_layer, masked_recurrence
 
 IMPLS = ("auto", "fused", "loop")
+#: Padded batches on the CPU through `LSTM._fused_runs` where it pays; False: always packed
+#: (what `scripts/benchmark.py --sections padded` compares against).
+FUSED_RUNS = True
 State = tuple[Tensor, Tensor]
 #: One layer of all directions: (input (T, B, D), layer, h0 (dirs, B, Hp), c0 (dirs, B, H))
 #: -> (output (T, B, dirs * Hp), h_n (dirs, B, Hp), c_n (dirs, B, H)).
@@ -324,7 +327,8 @@ class LSTM(nn.LSTM):
         length instead, which pays while those are at most half the steps (measured: 0.2-0.7 of
         packing's time there, 1.0-1.3 beyond). A graph being compiled keeps the packed call."""
         if not (
-            input.device.type == "cpu"
+            FUSED_RUNS
+            and input.device.type == "cpu"
             and input.dtype == torch.float32
             and not self.proj_size
             and torch.backends.mkldnn.is_available()
