@@ -322,10 +322,10 @@ class LSTM(nn.LSTM):
         """Whether a padded batch goes through `_fused_runs` rather than packing.
 
         On the CPU, for float32 without projections, torch's kernel is oneDNN's, which takes no
-        packed batch: packed, torch falls back to a loop of ATen steps, 3-6x slower fwd+bwd on
+        packed batch: packed, torch falls back to a loop of ATen steps, 1.3-8x slower fwd+bwd on
         this project's layers (docs/speed.md). `_fused_runs` calls oneDNN once per distinct
-        length instead, which pays while those are at most half the steps (measured: 0.2-0.7 of
-        packing's time there, 1.0-1.3 beyond). A graph being compiled keeps the packed call."""
+        length instead, which pays while those are at most half the steps (beyond, 1.0-1.3x
+        packing's time was measured). A graph being compiled keeps the packed call."""
         if not (
             FUSED_RUNS
             and input.device.type == "cpu"
@@ -360,7 +360,7 @@ class LSTM(nn.LSTM):
             for start, end in zip([0, *ends[:-1]], ends, strict=True)
         ]
         reverse_index = None
-        if self.bidirectional and batch and ends[0] < steps:
+        if self.bidirectional and ends[0] < steps:
             reverse_index = _reverse_index(sorted_lengths, steps, x.device)
         kinds = ("weight_ih", "weight_hh", *(("bias_ih", "bias_hh") if self.bias else ()))
 
