@@ -206,6 +206,20 @@ def test_fused_runs_only_where_they_pay(dtype, lengths, proj_size, expected):
     assert model._onednn_runs(x, torch.tensor(lengths)) is expected
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fused_padded_batch_runs_under_cpu_bf16_autocast(bidirectional):
+    """oneDNN refuses bf16 LSTMs on CPUs without bf16 support: under autocast the batch is
+    packed (the runs would fail there), as `trainer.precision=bf16-mixed` on a CPU needs."""
+    model = LSTM(3, 4, 2, batch_first=True, bidirectional=bidirectional, impl="fused")
+    x, lengths = torch.randn(4, 10, 3, requires_grad=True), torch.tensor([10, 10, 3, 3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not model._onednn_runs(x, lengths)
+        output, (h_n, _) = model(x, lengths=lengths)
+    (output.float().sum() + h_n.float().sum()).backward()
+    assert output.shape == (4, 10, 4 * (2 if bidirectional else 1))
+    assert torch.equal(output[2:, 3:], torch.zeros_like(output[2:, 3:]))
+
+
 def test_fused_runs_drop_out_between_layers_only_in_training():
     torch.manual_seed(0)
     model = LSTM(3, 5, 2, dropout=0.5, impl="fused")

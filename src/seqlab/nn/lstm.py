@@ -325,7 +325,8 @@ class LSTM(nn.LSTM):
         packed batch: packed, torch falls back to a loop of ATen steps, 1.3-8x slower fwd+bwd on
         this project's layers (docs/speed.md). `_fused_runs` calls oneDNN once per distinct
         length instead, which pays while those are at most half the steps (beyond, 1.0-1.3x
-        packing's time was measured). A graph being compiled keeps the packed call."""
+        packing's time was measured). A graph being compiled, and CPU autocast, keep the packed
+        call."""
         if not (
             FUSED_RUNS
             and input.device.type == "cpu"
@@ -335,6 +336,9 @@ class LSTM(nn.LSTM):
             and torch.backends.mkldnn.enabled
             and lengths.numel() > 0
             and not torch.compiler.is_compiling()
+            # Under CPU autocast torch hands oneDNN bf16 inputs, which it refuses on CPUs
+            # without bf16 support (AVX2); packed, the ATen loop runs them.
+            and not torch.is_autocast_enabled("cpu")
         ):
             return False
         return 2 * len(torch.unique(lengths)) <= int(lengths.max())
