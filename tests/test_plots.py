@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from seqlab.callbacks.plots import learning_curves_figure
 from seqlab.pipeline import build_datamodule
-from seqlab.tasks.pictures import interleave
+from seqlab.tasks.pictures import confusion_matrix_figure, interleave
 from seqlab.train import train
 from tests.conftest import ROOT, TINY
 
@@ -176,3 +176,21 @@ def test_plots_can_be_switched_off(make_cfg) -> None:
     cfg = make_cfg("callbacks.plots=null")
     train(cfg)
     assert not plots_dir(cfg).exists()
+
+
+@pytest.mark.parametrize(
+    ("names", "slanted"),
+    [
+        (["1", "2", "3"], False),
+        (
+            ["x_up_x_down", "x_up_y_up", "y_down_z_down", "y_up_x_up", "z_down_y_up", "z_up_z_up"],
+            True,
+        ),
+        ([str(i) for i in range(12)], True),
+    ],
+)
+def test_confusion_matrix_slants_class_names_that_would_overlap(names, slanted) -> None:
+    figure = confusion_matrix_figure(np.eye(len(names), dtype=int), names)
+    labels = figure.axes[0].get_xticklabels()
+    assert [label.get_text() for label in labels] == names
+    assert all((label.get_rotation() == 45) is slanted for label in labels)
