@@ -77,14 +77,15 @@ def run_padded(args: argparse.Namespace) -> dict:
                 rounds=args.rounds,
             )
             runs_s, packed_s = times["runs"]["median_s"], times["packed"]["median_s"]
+            distinct = len(lengths.unique())
             result[name] = {
-                "distinct_lengths": len(lengths.unique()),
+                "distinct_lengths": distinct,
                 "runs_s": runs_s,
                 "packed_s": packed_s,
                 "ratio": runs_s / packed_s,
             }
             print(
-                f"{name:40}{len(lengths.unique()):6}{runs_s * 1e3:9.1f}{packed_s * 1e3:11.1f}"
+                f"{name:40}{distinct:6}{runs_s * 1e3:9.1f}{packed_s * 1e3:11.1f}"
                 f"{runs_s / packed_s:7.2f}",
                 flush=True,
             )

@@ -349,7 +349,7 @@ class LSTM(nn.LSTM):
         Sorted longest-first, the sequences still running at a step are a prefix of the batch,
         and that prefix only shrinks where a sequence ends. Between two consecutive distinct
         lengths the kernel runs on a plain (steps, live, D) block, from the state the block
-        before left; a sequence that has ended keeps its state. Every sequence runs exactly its
+        before left; a sequence's state is final at the end of its last block. Every sequence runs exactly its
         own steps, as with packing, in one kernel call per distinct length, layer and
         direction. The reverse direction reads each sequence reversed within its length, so
         its runs are the same."""
@@ -359,10 +359,9 @@ class LSTM(nn.LSTM):
         x = x.index_select(1, order)
         hx = self._zero_state(batch, x) if hx is None else self.permute_hidden(hx, order)
         ends = torch.unique(sorted_lengths).tolist()  # ascending
-        runs = [
-            (start, end, int((sorted_lengths >= end).sum()))
-            for start, end in zip([0, *ends[:-1]], ends, strict=True)
-        ]
+        live = [int((sorted_lengths >= end).sum()) for end in ends]  # shrinking; live[0] = B
+        # (start, end, sequences running in [start, end), of those the ones running after it)
+        runs = list(zip([0, *ends[:-1]], ends, live, [*live[1:], 0], strict=True))
         reverse_index = None
         if self.bidirectional and ends[0] < steps:
             reverse_index = _reverse_index(sorted_lengths, steps, x.device)
@@ -371,9 +370,12 @@ class LSTM(nn.LSTM):
         def layer(x: Tensor, layer: int, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             def direction(x: Tensor, direction: int, name: str) -> tuple[Tensor, Tensor, Tensor]:
                 weights = [getattr(self, f"{kind}_{name}") for kind in kinds]
-                h, c = h0[direction], c0[direction]  # (B, Hp), (B, H)
-                pieces = []
-                for start, end, live in runs:
+                # The state of the sequences still running, (live, Hp) and (live, H): a run
+                # starts from the first rows of the one before; the rows past them have ended
+                # and are final.
+                h, c = h0[direction], c0[direction]
+                pieces, final_h, final_c = [], [], []
+                for start, end, live, after in runs:
                     out, h_run, c_run = torch.lstm(
                         x[start:end, :live],
                         (h[:live].unsqueeze(0), c[:live].unsqueeze(0)),
@@ -385,12 +387,14 @@ class LSTM(nn.LSTM):
                         False,  # bidirectional: one direction at a time
                         False,  # batch_first
                     )
-                    h = torch.cat([h_run[0], h[live:]])
-                    c = torch.cat([c_run[0], c[live:]])
+                    h, c = h_run[0], c_run[0]
+                    final_h.append(h[after:])
+                    final_c.append(c[after:])
                     pieces.append(F.pad(out, (0, 0, 0, batch - live)))
                 if ends[-1] < steps:  # padding past the longest sequence
                     pieces.append(x.new_zeros(steps - ends[-1], batch, h.size(-1)))
-                return torch.cat(pieces), h, c
+                # Sorted longest-first: the last run's sequences come first.
+                return torch.cat(pieces), torch.cat(final_h[::-1]), torch.cat(final_c[::-1])
 
             return self.by_direction(x, layer, reverse_index, direction)
 
