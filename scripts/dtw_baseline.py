@@ -23,8 +23,8 @@ Run: NUMBA_NUM_THREADS=1 .venv/bin/python scripts/dtw_baseline.py
 
 from __future__ import annotations
 
+import argparse
 import csv
-import sys
 import time
 from pathlib import Path
 
@@ -126,10 +126,19 @@ def evaluate(name: str) -> dict[str, object]:
 
 
 def main() -> None:
-    """``dtw_baseline.py [NAME ...]``: those sets only, the others' rows kept from the file."""
-    names = sys.argv[1:] or list(PUBLISHED)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"those sets only, the others' rows kept from the file; of: {', '.join(PUBLISHED)}",
+    )
+    names = parser.parse_args().names or list(PUBLISHED)
+    unknown = [name for name in names if name not in PUBLISHED]
+    if unknown:
+        parser.error(f"not a panel set: {', '.join(unknown)}; the panel: {', '.join(PUBLISHED)}")
     kept = {}
-    if OUT.is_file() and sys.argv[1:]:
+    if OUT.is_file() and names != list(PUBLISHED):
         with OUT.open(newline="") as f:
             kept = {row["name"]: row for row in csv.DictReader(f)}
     rows: list[dict[str, object]] = [row for name, row in kept.items() if name not in names]

@@ -70,3 +70,13 @@ def test_the_full_panel_meets_the_issue_15_targets(tmp_path):
     beats, close, with_fcn = numbers[0], numbers[2], numbers[3]
     assert beats == len(rows) - 1  # every set but the header row
     assert 3 * close >= 2 * with_fcn
+
+
+def test_dtw_baseline_names_the_panel_when_asked_for_another_set():
+    script = ROOT / "scripts" / "dtw_baseline.py"
+    run = [sys.executable, str(script)]
+    shown = subprocess.run([*run, "--help"], capture_output=True, text=True, check=False)
+    assert shown.returncode == 0 and "PLAID" in shown.stdout
+    refused = subprocess.run([*run, "NoSuchSet"], capture_output=True, text=True, check=False)
+    assert refused.returncode == 2
+    assert "not a panel set: NoSuchSet; the panel: ACSF1" in refused.stderr

@@ -9,7 +9,7 @@ import torch
 
 from seqlab.data.base import check_inputs
 from seqlab.data.collate import SequenceDataset
-from seqlab.data.ucr import UCRDataModule, available_datasets
+from seqlab.data.ucr import UCRDataModule, available_datasets, find_dataset
 from seqlab.errors import ConfigError, DataError
 from tests.test_train import run_cli
 
@@ -144,3 +144,25 @@ def test_the_ucr_2018_archive_tsv_files_are_found_and_read(tmp_path) -> None:
     train = sorted(x[:, 0].tolist() for x, _ in datamodule.datasets["train"])
     assert train == [pytest.approx([0.1, 0.2]), [0.5, 1.5, 2.5], [3.0, 2.0, 1.0]]
     assert "Tabs" in available_datasets(tmp_path)
+
+
+def test_every_name_listed_as_available_loads() -> None:
+    # aeon keeps JapaneseVowels_eq in JapaneseVowels/: it was listed in the error message of
+    # an unknown name, but asking for it failed with that same message.
+    names = available_datasets()
+    assert "JapaneseVowels_eq" in names
+    for name in names:
+        train, test = find_dataset(name)
+        assert train.name.startswith(f"{name}_TRAIN") and test.name.startswith(f"{name}_TEST")
+    datamodule = UCRDataModule("JapaneseVowels_eq", val_fraction=0)
+    datamodule.setup()
+    assert {len(x) for x, _ in datamodule.datasets["train"]} == {25}
+
+
+def test_a_set_one_folder_down_in_your_data_dir_is_found(tmp_path) -> None:
+    folder = tmp_path / "Group"
+    folder.mkdir()
+    (folder / "Tabs_TRAIN.tsv").write_text("1\t0.5\t1.5\n2\t3.0\t1.0\n")
+    (folder / "Tabs_TEST.tsv").write_text("2\t1.0\t2.0\n")
+    assert available_datasets(tmp_path).count("Tabs") == 1
+    assert find_dataset("Tabs", tmp_path)[0] == folder / "Tabs_TRAIN.tsv"

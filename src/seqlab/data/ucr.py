@@ -44,7 +44,12 @@ log = logging.getLogger(__name__)
 
 
 def _split_files(folder: Path, name: str) -> tuple[Path, Path] | None:
-    for base in (folder / name, folder):
+    """``name``'s pair in ``folder/name/``, else ``folder/``, else any other subfolder of
+    ``folder`` (aeon keeps JapaneseVowels_eq in JapaneseVowels/): where `_pairs` finds them."""
+    bases = [folder / name, folder]
+    if folder.is_dir():
+        bases += sorted(p for p in folder.iterdir() if p.is_dir() and p.name != name)
+    for base in bases:
         for suffix in SPLIT_FORMATS:
             train, test = base / f"{name}_TRAIN{suffix}", base / f"{name}_TEST{suffix}"
             for path in (train, test):
@@ -57,18 +62,27 @@ def _split_files(folder: Path, name: str) -> tuple[Path, Path] | None:
     return None
 
 
+def _pairs(folder: Path) -> dict[str, Path]:
+    """The training file of every classification pair in ``folder`` or one folder down, by set
+    name: what `_split_files` can find."""
+    names: dict[str, Path] = {}
+    for suffix in SPLIT_FORMATS:
+        for pattern in (f"*_TRAIN{suffix}", f"*/*_TRAIN{suffix}"):
+            for train in sorted(folder.glob(pattern)):
+                name = train.name[: -len(f"_TRAIN{suffix}")]
+                test = train.with_name(f"{name}_TEST{suffix}")
+                if train.is_file() and test.is_file() and _classification(train):
+                    names.setdefault(name, train)
+    return names
+
+
 def available_datasets(data_dir: str | Path | None = None) -> list[str]:
     """Names loadable offline: your files in ``data_dir`` and the classification sets aeon ships."""
     names: set[str] = set()
     folders = [Path(data_dir)] if data_dir is not None and Path(data_dir).is_dir() else []
     folders.append(source_dir("aeon"))
     for folder in folders:
-        for suffix in SPLIT_FORMATS:
-            for train in folder.glob(f"**/*_TRAIN{suffix}"):
-                name = train.name[: -len(f"_TRAIN{suffix}")]
-                test = train.with_name(f"{name}_TEST{suffix}")
-                if train.is_file() and test.is_file() and _classification(train):
-                    names.add(name)
+        names.update(_pairs(folder))
     return sorted(names)
 
 
