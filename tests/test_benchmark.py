@@ -52,9 +52,11 @@ def test_lightning_and_raw_loop_take_the_same_steps(quick_results: dict[str, Any
         assert {"raw", "raw+metrics", "lightning"} <= entry["loops"].keys()
         for loop in entry["loops"].values():
             assert {"work", "step_s", "step_s_min", "step_s_rounds", "run_seconds"} <= loop.keys()
+            assert loop["step_mean_s"] > 0 and len(loop["step_mean_s_rounds"]) == 1
             assert set(loop["run_seconds"]) == {str(n) for n in entry["config"]["steps"]}
         for overhead in entry["overhead"].values():
-            assert {"ms", "percent", "allowed_ms", "target_met"} <= overhead.keys()
+            wanted = {"ms", "percent", "allowed_ms", "target_met", "from_totals_ms"}
+            assert wanted <= overhead.keys()
             assert overhead["allowed_ms"] >= 1.0
             assert isinstance(overhead["target_met"], bool)
     assert "lightning-no-log" in train["tiny"]["loops"]
@@ -82,10 +84,20 @@ def test_runs_start_from_the_same_weights_and_gradients(tmp_path: Path) -> None:
     cfg, datamodule, _ = train_loop.build_for_benchmark(train_loop.TINY_MODEL, tmp_path)
     setup = train_loop.prepare_training(cfg, datamodule, 4, torch.device("cpu"))
     with train_loop.quiet_lightning():
-        _, lightning_losses = train_loop.lightning_run(setup, 4)
+        lightning = train_loop.lightning_run(setup, 4)
     assert any(p.grad is not None for p in setup.model.parameters())
-    _, raw_losses = train_loop.raw_run(setup, 4, metrics=False)
-    assert raw_losses == pytest.approx(lightning_losses, abs=1e-6)
+    raw = train_loop.raw_run(setup, 4, metrics=False)
+    assert raw.losses == pytest.approx(lightning.losses, abs=1e-6)
+    # Both loops stamp the clock at the start of every step: 3 whole steps between 4 starts.
+    assert len(raw.step_seconds) == len(lightning.step_seconds) == 3
+    assert all(value > 0 for value in raw.step_seconds + lightning.step_seconds)
+
+
+def test_a_stalled_step_is_left_out_of_the_typical_mean() -> None:
+    steps = [0.010, 0.011, 0.009, 0.012, 0.010, 0.5]  # the last one stalled by the machine
+    assert train_loop.typical_step_mean(steps) == pytest.approx(0.0104)
+    # A cost paid every few steps is well under 3x the median and stays in.
+    assert train_loop.typical_step_mean([0.010] * 4 + [0.014]) == pytest.approx(0.0108)
 
 
 def test_unknown_section_is_rejected(capsys):
