@@ -16,7 +16,12 @@ UCR 2018 archive's layout (`<Name>/<Name>_TRAIN.tsv`, `_TEST.tsv`: label, then t
   length; 180 training and 600 test recordings, one `.npy` (steps, channels) each, and a
   `labels.csv` (file, label, split). Defined here, for this check.
 
-The UCR-layout sets are z-scored, as the archive stores them. None of these sets was used to choose
+- `GenOrder` (`--selection`, written on its own): a set to choose a recipe on, not to judge
+  it by: one channel of 60 to 300 steps, stored raw with an offset, a drift and noise; the
+  class (4) is the signs of two bumps in order (up then down, down then up, up up, down
+  down); 120 training and 400 test series, in the archive's layout, NaN-padded.
+
+The other UCR-layout sets are z-scored, as the archive stores them. None of the first three was used to choose
 anything in the recipe; docs/results.md gives seqlab's, 1-NN DTW's and 1-NN ED's accuracy on them.
 
     python scripts/generated_sets.py data/generated            # write the files
@@ -114,6 +119,41 @@ def write_gestures(folder: Path, rng: np.random.Generator) -> None:
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
 
 
+# GenOrder's classes: the sign (+1 up, -1 down) of the first bump, then of the second.
+ORDERS = ((1, -1), (-1, 1), (1, 1), (-1, -1))
+ORDER_SPLITS = {"TRAIN": 120, "TEST": 400}
+ORDER_MAX_STEPS = 300
+
+
+def order_series(label: int, rng: np.random.Generator, noise: bool = True) -> np.ndarray:
+    """One GenOrder series (60 to 300 steps) of class ``label`` (`ORDERS`): two Gaussian bumps
+    of height 2 to 3, centred in 10-40% and 60-90% of the length, widths 2-5% of it, over an
+    offset, a drift and noise. Classes 0 and 1 hold the same two bumps in the other order."""
+    steps = int(rng.integers(60, ORDER_MAX_STEPS + 1))
+    t = np.arange(steps)
+    x = np.zeros(steps)
+    for sign, (low, high) in zip(ORDERS[label], ((0.1, 0.4), (0.6, 0.9)), strict=True):
+        centre, width = rng.uniform(low, high) * steps, rng.uniform(0.02, 0.05) * steps
+        x += sign * rng.uniform(2.0, 3.0) * np.exp(-0.5 * ((t - centre) / width) ** 2)
+    if noise:
+        x += rng.normal(scale=2.0) + np.cumsum(rng.normal(scale=0.05, size=steps))
+        x += rng.normal(scale=0.3, size=steps)
+    return x
+
+
+def write_order(folder: Path, rng: np.random.Generator) -> None:
+    """GenOrder in the archive's layout, stored raw, shorter series padded with NaN."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, size in ORDER_SPLITS.items():
+        labels = balanced_labels(size, len(ORDERS), rng)
+        table = np.full((size, 1 + ORDER_MAX_STEPS), np.nan)
+        for row, label in enumerate(labels):
+            series = order_series(int(label), rng)
+            table[row, 0] = label + 1
+            table[row, 1 : 1 + len(series)] = series
+        np.savetxt(folder / f"GenOrder_{split}.tsv", table, delimiter="\t", fmt="%.6g")
+
+
 def read_gestures(folder: Path) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """Each split of GenGestures as (channels, steps) arrays and labels, read by `data=folder`'s
     own reader, so the baselines see what seqlab sees."""
@@ -192,7 +232,13 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="folder to write <Name>/<Name>_TRAIN.tsv into")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baselines", action="store_true", help="print 1-NN DTW and ED too")
+    parser.add_argument(
+        "--selection", action="store_true", help="write GenOrder only, the set to choose on"
+    )
     args = parser.parse_args()
+    if args.selection:
+        write_order(args.out / "GenOrder", np.random.default_rng(args.seed))
+        return
     write(args.out, args.seed)
     if args.baselines:
         baselines(args.out)

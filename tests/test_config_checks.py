@@ -67,7 +67,7 @@ def test_every_data_and_model_pair_passes_where_the_task_allows(make_cfg, data, 
         (["data=sine", "model.encoder.conv_channels=[8]"], "the convolutions look ahead"),
         (["model.encoder.conv_channels=[8,0]"], "conv_channels=[8, 0]: must be a list of positive"),
         (["model.encoder.conv_channels=8"], "conv_channels=8: must be a list of positive"),
-        (["model.encoder.conv_mode=side"], "conv_mode='side': allowed: serial, parallel"),
+        (["model.encoder.conv_mode=side"], "conv_mode='side': allowed: serial, parallel, both"),
         (
             ["data=text", "model.encoder.conv_channels=[8]", "model.encoder.conv_mode=parallel"],
             "conv_channels=[8]: the data's task",

@@ -175,6 +175,33 @@ def test_parallel_mode_joins_the_lstm_and_the_conv_average_over_real_steps(impl)
         assert (out.outputs[b, length:] == 0).all()
 
 
+@pytest.mark.parametrize("impl", ["fused", "loop"])
+def test_both_mode_feeds_the_lstm_the_convolutions_and_joins_their_average(impl):
+    """conv_mode="both": the LSTM reads the convolutions' outputs, as a serial encoder does,
+    and their average over real steps joins its pooled features, as in parallel mode."""
+    torch.manual_seed(0)
+    encoder = LSTMEncoder(
+        3, 8, 1, impl=impl, conv_channels=[6, 5], conv_kernel_size=3, conv_mode="both"
+    ).eval()
+    trained_statistics(encoder.frontend)
+    assert encoder.lstm.input_size == 5 and encoder.output_size == 8 + 5
+    # Oracle: a plain LSTM of the same weights, run on the convolutions' outputs per sequence.
+    plain = LSTMEncoder(5, 8, 1, impl=impl).eval()
+    plain.load_state_dict(
+        {k: v for k, v in encoder.state_dict().items() if not k.startswith("frontend.")}
+    )
+    stack = reference(encoder.frontend)
+    x = padded(LENGTHS, 9, 3, fill=100.0)
+    out = encoder(x, LENGTHS)
+    for b, length in enumerate(LENGTHS.tolist()):
+        conv = stack(x[b : b + 1, :length].transpose(1, 2))[0].T  # (length, 5), unpadded
+        alone = plain(conv[None])
+        torch.testing.assert_close(out.features[b, :8], alone.features[0])
+        torch.testing.assert_close(out.features[b, 8:], conv.mean(0))
+        torch.testing.assert_close(out.outputs[b, :length], torch.cat([alone.outputs[0], conv], -1))
+        assert (out.outputs[b, length:] == 0).all()
+
+
 def test_parallel_mode_in_training_is_independent_of_padding():
     torch.manual_seed(0)
     encoder = LSTMEncoder(
@@ -186,7 +213,7 @@ def test_parallel_mode_in_training_is_independent_of_padding():
 
 
 def test_an_unknown_conv_mode_is_refused():
-    with pytest.raises(ValueError, match="conv_mode='side': allowed: serial, parallel"):
+    with pytest.raises(ValueError, match="conv_mode='side': allowed: serial, parallel, both"):
         LSTMEncoder(3, 8, conv_channels=[4], conv_mode="side")
 
 

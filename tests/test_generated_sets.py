@@ -88,3 +88,25 @@ def test_the_gesture_folder_is_read_by_data_folder(tmp_path, make_cfg):
     xs, labels = generated.read_gestures(tmp_path / "sets/GenGestures")["train"]
     assert len(xs) == 180 and sorted(set(labels)) == sorted(generated.GESTURES)
     assert all(x.shape[0] == 3 and 60 <= x.shape[1] <= 300 for x in xs)
+
+
+@pytest.mark.parametrize("label", range(len(generated.ORDERS)))
+def test_an_order_series_without_noise_is_its_two_bumps_in_order(label):
+    x = generated.order_series(label, np.random.default_rng(5), noise=False)
+    assert 60 <= len(x) <= generated.ORDER_MAX_STEPS
+    half = len(x) // 2  # the first bump is centred before 40% of the length, the second after 60%
+    for part, sign in zip((x[:half], x[half:]), generated.ORDERS[label], strict=True):
+        assert (part.max() if sign > 0 else -part.min()) > 1.9
+
+
+def test_the_order_set_is_read_by_data_ucr_at_its_own_lengths(tmp_path, make_cfg):
+    generated.write_order(tmp_path / "GenOrder", np.random.default_rng(0))
+    cfg = make_cfg("data=ucr", f"data.data_dir={tmp_path}", "data.name=GenOrder")
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    train = datamodule.datasets["train"]
+    assert len(train) == 120 and len(datamodule.datasets["test"]) == 400
+    lengths = [len(train[i][0]) for i in range(len(train))]
+    assert min(lengths) >= 60 and max(lengths) <= 300 and len(set(lengths)) > 50
+    labels = [int(train[i][1]) for i in range(len(train))]
+    assert np.bincount(labels).tolist() == [30] * 4

@@ -14,7 +14,7 @@ from seqlab.nn.lstm import LSTM
 from seqlab.nn.masking import LengthsLike, lengths_on, lengths_to_mask
 from seqlab.nn.pooling import Pooling
 
-CONV_MODES = ("serial", "parallel")
+CONV_MODES = ("serial", "parallel", "both")
 
 
 class EncoderOutput(NamedTuple):
@@ -30,7 +30,7 @@ class LSTMEncoder(nn.Module):
     """(B, T, D) padded batch, (B,) lengths -> EncoderOutput. Always batch-first.
 
     output_size = (proj_size or hidden_size) * (2 if bidirectional else 1), plus
-    ``conv_channels[-1]`` with ``conv_mode="parallel"``.
+    ``conv_channels[-1]`` with ``conv_mode="parallel"`` or ``"both"``.
     `dropout` sits between LSTM layers (ignored with one layer); `input_dropout` on the inputs.
     `conv_channels` (e.g. ``[128, 128]``) adds a `ConvFrontEnd` of that many 1-D convolution
     layers (kernel `conv_kernel_size`, squeeze-and-excitation blocks after all but the last
@@ -40,6 +40,9 @@ class LSTMEncoder(nn.Module):
     - ``"parallel"``: beside the LSTM, both reading the inputs (LSTM-FCN, Karim et al. 2017).
       The convolutions' outputs are concatenated to the LSTM's at every step, and their
       average over real steps (FCN's global average pooling) to the LSTM's pooled features.
+    - ``"both"``: the LSTM reads the convolutions' outputs, as serial, and their average joins
+      its features, as parallel: the convolutions find the local shapes and the LSTM reads
+      their order, which an average over the sequence cannot.
 
     `pooling=None` (or "none") skips pooling for many-to-many tasks; `features` is then None.
     The remaining options are `seqlab.nn.LSTM`'s and `seqlab.nn.InitialState`'s.
@@ -85,7 +88,7 @@ class LSTMEncoder(nn.Module):
             else None
         )
         lstm_input_size = input_size
-        if self.frontend is not None and conv_mode == "serial":
+        if self.frontend is not None and conv_mode in ("serial", "both"):
             lstm_input_size = self.frontend.output_size
         self.lstm = LSTM(
             lstm_input_size,
@@ -117,7 +120,7 @@ class LSTMEncoder(nn.Module):
         )
         # LSTM-FCN's convolutional branch is read by global average pooling.
         self.conv_pooling: Pooling | None = None
-        if self.frontend is not None and conv_mode == "parallel":
+        if self.frontend is not None and conv_mode in ("parallel", "both"):
             self.conv_pooling = Pooling("mean", self.frontend.output_size)
             self.output_size += self.frontend.output_size
 
@@ -144,10 +147,10 @@ class LSTMEncoder(nn.Module):
                 conv = self.frontend(x)  # no padding: the faster unmasked path (same numbers)
             else:
                 conv = self.frontend(x, mask, host)
-        serial = conv is not None and self.conv_mode == "serial"
-        outputs, final_state = self.lstm(conv if serial else x, hx, lengths=lengths)
+        reads_conv = conv is not None and self.conv_mode in ("serial", "both")
+        outputs, final_state = self.lstm(conv if reads_conv else x, hx, lengths=lengths)
         features = None if self.pooling is None else self.pooling(outputs, mask)
-        if conv is not None and self.conv_pooling is not None:  # parallel
+        if conv is not None and self.conv_pooling is not None:  # parallel or both
             outputs = torch.cat([outputs, conv], dim=-1)
             if features is not None:
                 features = torch.cat([features, self.conv_pooling(conv, mask)], dim=-1)
