@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from benchmarks import timing
 from benchmarks.timing import now, torch_threads
+from seqlab.cuda_check import cheap_cuda_check
 from seqlab.pipeline import build_datamodule, build_model
 from seqlab.tasks import SequenceClassifier, SequenceTask
 
@@ -189,7 +190,8 @@ def lightning_run(setup: TrainingSetup, steps: int, log: bool = True) -> RunResu
         num_sanity_val_steps=0,
     )
     try:
-        trainer.fit(setup.model, train_dataloaders=setup.loader(steps))
+        with cheap_cuda_check():  # as `seqlab.train` fits
+            trainer.fit(setup.model, train_dataloaders=setup.loader(steps))
     finally:
         setup.model.__dict__.pop("log", None)
     seconds = now(setup.device) - start
@@ -218,24 +220,26 @@ def raw_run(setup: TrainingSetup, steps: int, metrics: bool) -> RunResult:
     setup.reset()
     losses: list[torch.Tensor] = []
     starts: list[float] = []
-    start = now(setup.device)
-    optimizer = model.configure_optimizers()
-    model.train()
-    for batch in setup.loader(steps):
-        starts.append(now(setup.device))  # where Lightning's on_train_batch_start stamps it
-        batch = model.transfer_batch_to_device(batch, setup.device, 0)  # as Lightning's loop
-        logits = model(batch["x"], batch["lengths"])
-        loss = F.cross_entropy(logits.float(), batch["y"])
-        if metrics:
-            model.train_loss_mean.update(loss.detach().float(), len(batch["y"]))
-            model.train_metrics.update(logits.detach(), batch["y"])
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.detach())
-    seconds = now(setup.device) - start
+    # A process that never imported Lightning asks CUDA's runtime, not NVML, at every step.
+    with cheap_cuda_check():
+        start = now(setup.device)
+        optimizer = model.configure_optimizers()
+        model.train()
+        for batch in setup.loader(steps):
+            starts.append(now(setup.device))  # where Lightning's on_train_batch_start stamps it
+            batch = model.transfer_batch_to_device(batch, setup.device, 0)  # as Lightning's loop
+            logits = model(batch["x"], batch["lengths"])
+            loss = F.cross_entropy(logits.float(), batch["y"])
+            if metrics:
+                model.train_loss_mean.update(loss.detach().float(), len(batch["y"]))
+                model.train_metrics.update(logits.detach(), batch["y"])
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.detach())
+        seconds = now(setup.device) - start
     if metrics:  # as Lightning does at the end of an epoch
         model.train_loss_mean.reset()
         model.train_metrics.reset()

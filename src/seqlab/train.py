@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from seqlab.callbacks.graceful_stop import GracefulStop, TrainingStopped
 from seqlab.callbacks.resume import check_resume, run_identity
 from seqlab.config_checks import check_config
+from seqlab.cuda_check import cheap_cuda_check
 from seqlab.errors import exit_on_user_error
 from seqlab.loggers import finish_loggers
 from seqlab.pipeline import (
@@ -60,7 +61,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
         if fitting:
             start, start_cpu = time.perf_counter(), time.process_time()
             try:
-                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+                with cheap_cuda_check():  # an AdamW step no longer tries to load NVML
+                    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
             except (SIGTERMException, TrainingStopped) as stop:
                 raise stopped(trainer, stop) from None
             fit_seconds = time.perf_counter() - start
