@@ -211,11 +211,16 @@ def padded_batch(batch: int = 5, steps: int = 7) -> tuple[Tensor, Tensor]:
             marks=pytest.mark.slow,
         ),
         ["model=bilstm", "model.encoder.conv_channels=[8]", "model.encoder.conv_mode=parallel"],
+        pytest.param(  # slow: the serial and parallel cases export each of its two paths
+            ["model=bilstm", "model.encoder.conv_channels=[8]", "model.encoder.conv_mode=both"],
+            marks=pytest.mark.slow,
+        ),
         ["data=sine", "data.train_size=64", "data.val_size=16", "data.test_size=16",
          "data.seq_len=40", "data.min_len=20", "data.rollout_horizon=5"],
         encoder_overrides(TransformerEncoder),
     ],
-    ids=["bilstm-classifier", "conv-bilstm-classifier", "lstm-fcn-classifier", "forecaster",
+    ids=["bilstm-classifier", "conv-bilstm-classifier", "lstm-fcn-classifier",
+         "conv-both-bilstm-classifier", "forecaster",
          "transformer-classifier"],
 )  # fmt: skip
 def test_exported_model_equals_the_checkpoint(make_cfg, data: list[str]) -> None:
