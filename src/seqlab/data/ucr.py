@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 def _split_files(folder: Path, name: str) -> tuple[Path, Path] | None:
     """``name``'s pair in ``folder/name/``, else ``folder/``, else any other subfolder of
-    ``folder`` (aeon keeps JapaneseVowels_eq in JapaneseVowels/): where `_pairs` finds them."""
+    ``folder`` (aeon keeps JapaneseVowels_eq in JapaneseVowels/): where `_set_names` finds them."""
     bases = [folder / name, folder]
     if folder.is_dir():
         bases += sorted(p for p in folder.iterdir() if p.is_dir() and p.name != name)
@@ -62,17 +62,17 @@ def _split_files(folder: Path, name: str) -> tuple[Path, Path] | None:
     return None
 
 
-def _pairs(folder: Path) -> dict[str, Path]:
-    """The training file of every classification pair in ``folder`` or one folder down, by set
-    name: what `_split_files` can find."""
-    names: dict[str, Path] = {}
+def _set_names(folder: Path) -> set[str]:
+    """The names of the classification pairs in ``folder`` or one folder down: what
+    `_split_files` can find."""
+    names: set[str] = set()
     for suffix in SPLIT_FORMATS:
         for pattern in (f"*_TRAIN{suffix}", f"*/*_TRAIN{suffix}"):
             for train in sorted(folder.glob(pattern)):
                 name = train.name[: -len(f"_TRAIN{suffix}")]
                 test = train.with_name(f"{name}_TEST{suffix}")
                 if train.is_file() and test.is_file() and _classification(train):
-                    names.setdefault(name, train)
+                    names.add(name)
     return names
 
 
@@ -82,7 +82,7 @@ def available_datasets(data_dir: str | Path | None = None) -> list[str]:
     folders = [Path(data_dir)] if data_dir is not None and Path(data_dir).is_dir() else []
     folders.append(source_dir("aeon"))
     for folder in folders:
-        names.update(_pairs(folder))
+        names |= _set_names(folder)
     return sorted(names)
 
 
