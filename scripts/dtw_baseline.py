@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
 
 Split = tuple[np.ndarray | list[np.ndarray], np.ndarray]
 
@@ -107,6 +106,8 @@ def load(name: str) -> tuple[Split, Split]:
 
 
 def evaluate(name: str) -> dict[str, object]:
+    from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier  # seconds
+
     (x_train, y_train), (x_test, y_test) = load(name)
     series = list(x_train) + list(x_test)
     lengths = [s.shape[-1] for s in series]
