@@ -23,6 +23,7 @@ LAYERS = [
     {
         "seqlab.config_checks",
         "seqlab.checkpoint_io",
+        "seqlab.cuda_check",
         "seqlab.loggers",
         "seqlab.reporting",
         "seqlab.resolvers",
