@@ -205,7 +205,8 @@ def padded_batch(batch: int = 5, steps: int = 7) -> tuple[Tensor, Tensor]:
 @pytest.mark.parametrize(
     "data",
     [
-        ["model=bilstm"],
+        # slow (~20 s): lstm-fcn-classifier exports the same bidirectional LSTM, beside convolutions
+        pytest.param(["model=bilstm"], marks=pytest.mark.slow),
         pytest.param(  # slow (~20 s): lstm-fcn-classifier exports the same front end
             ["model=bilstm", "model.encoder.conv_channels=[8,6]", "model.encoder.conv_kernel_size=3"],
             marks=pytest.mark.slow,
