@@ -203,7 +203,7 @@ def test_fused_runs_of_equal_length_match_torch_packed(
 def test_fused_runs_only_where_they_pay(dtype, lengths, proj_size, expected):
     model = LSTM(3, 4, proj_size=proj_size, impl="fused").to(dtype)
     x = torch.zeros(8, len(lengths), 3, dtype=dtype)
-    assert model._onednn_runs(x, torch.tensor(lengths)) is expected
+    assert (model._run_ends(x, torch.tensor(lengths)) is not None) is expected
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -213,7 +213,7 @@ def test_fused_padded_batch_runs_under_cpu_bf16_autocast(bidirectional):
     model = LSTM(3, 4, 2, batch_first=True, bidirectional=bidirectional, impl="fused")
     x, lengths = torch.randn(4, 10, 3, requires_grad=True), torch.tensor([10, 10, 3, 3])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not model._onednn_runs(x, lengths)
+        assert model._run_ends(x, lengths) is None
         output, (h_n, _) = model(x, lengths=lengths)
     (output.float().sum() + h_n.float().sum()).backward()
     assert output.shape == (4, 10, 4 * (2 if bidirectional else 1))
@@ -224,7 +224,7 @@ def test_fused_runs_drop_out_between_layers_only_in_training():
     torch.manual_seed(0)
     model = LSTM(3, 5, 2, dropout=0.5, impl="fused")
     x, lengths = torch.randn(10, 4, 3), torch.tensor([10, 10, 4, 4])
-    assert model._onednn_runs(x, lengths)
+    assert model._run_ends(x, lengths) is not None
     model.eval()
     first, second = model(x, lengths=lengths)[0], model(x, lengths=lengths)[0]
     assert torch.equal(first, second)

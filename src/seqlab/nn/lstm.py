@@ -298,8 +298,9 @@ class LSTM(nn.LSTM):
         if hx is not None:
             # torch skips hidden-state checks for packed input; check here to fail readably.
             self.check_forward_args(input, hx, None)
-        if self._onednn_runs(input, lengths):
-            return self._fused_runs(input, hx, lengths)
+        ends = self._run_ends(input, lengths)
+        if ends is not None:
+            return self._fused_runs(input, hx, lengths, ends)
         # pack_padded_sequence(enforce_sorted=False), but with the sorting order sent to the
         # device without waiting for it; unpacked without the order, which pad_packed_sequence
         # would copy back to the host (for the lengths it returns), then unsorted here.
@@ -318,8 +319,9 @@ class LSTM(nn.LSTM):
         restore = cast(Tensor, packed.unsorted_indices)  # the inverse of `order`
         return output.index_select(batch_dim, restore), state
 
-    def _onednn_runs(self, input: Tensor, lengths: Tensor) -> bool:
-        """Whether a padded batch goes through `_fused_runs` rather than packing.
+    def _run_ends(self, input: Tensor, lengths: Tensor) -> list[int] | None:
+        """The distinct lengths, ascending, where a padded batch goes through `_fused_runs`
+        (the ends of its runs); None where it is packed.
 
         On the CPU, for float32 without projections, torch's kernel is oneDNN's, which takes no
         packed batch: packed, torch falls back to a loop of ATen steps, 1.3-8x slower fwd+bwd on
@@ -340,25 +342,27 @@ class LSTM(nn.LSTM):
             # without bf16 support (AVX2); packed, the ATen loop runs them.
             and not torch.is_autocast_enabled("cpu")
         ):
-            return False
-        return 2 * len(torch.unique(lengths)) <= int(lengths.max())
+            return None
+        ends = torch.unique(lengths).tolist()  # ascending
+        return ends if 2 * len(ends) <= ends[-1] else None
 
-    def _fused_runs(self, input: Tensor, hx: State | None, lengths: Tensor) -> tuple[Tensor, State]:
+    def _fused_runs(
+        self, input: Tensor, hx: State | None, lengths: Tensor, ends: list[int]
+    ) -> tuple[Tensor, State]:
         """`_fused_padded` without packing: torch's kernel over runs of steps.
 
         Sorted longest-first, the sequences still running at a step are a prefix of the batch,
         and that prefix only shrinks where a sequence ends. Between two consecutive distinct
         lengths the kernel runs on a plain (steps, live, D) block, from the state the block
-        before left; a sequence's state is final at the end of its last block. Every sequence runs exactly its
-        own steps, as with packing, in one kernel call per distinct length, layer and
+        before left; a sequence's state is final at the end of its last block. Every sequence runs
+        exactly its own steps, as with packing, in one kernel call per distinct length, layer and
         direction. The reverse direction reads each sequence reversed within its length, so
-        its runs are the same."""
+        its runs are the same. ``ends``: the distinct lengths, ascending (`_run_ends`)."""
         x = input.transpose(0, 1) if self.batch_first else input  # (T, B, D)
         steps, batch = x.size(0), x.size(1)
         sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
         x = x.index_select(1, order)
         hx = self._zero_state(batch, x) if hx is None else self.permute_hidden(hx, order)
-        ends = torch.unique(sorted_lengths).tolist()  # ascending
         live = [int((sorted_lengths >= end).sum()) for end in ends]  # shrinking; live[0] = B
         # (start, end, sequences running in [start, end), of those the ones running after it)
         runs = list(zip([0, *ends[:-1]], ends, live, [*live[1:], 0], strict=True))

@@ -86,10 +86,10 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str]) -> F
                 ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", color=color)
         # Slanted where the names would run into each other (about 40 characters in a row).
         slanted = n > 10 or n * max((len(str(name)) for name in class_names), default=0) > 40
-        if slanted:
-            ax.set_xticks(range(n), class_names, rotation=45, ha="right", rotation_mode="anchor")
-        else:
-            ax.set_xticks(range(n), class_names)
+        slant: dict[str, Any] = (
+            {"rotation": 45, "ha": "right", "rotation_mode": "anchor"} if slanted else {}
+        )
+        ax.set_xticks(range(n), class_names, **slant)
         ax.set_yticks(range(n), class_names)
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
     ax.set_title(f"confusion matrix (test), accuracy {accuracy:.4f}")
