@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import InstantiationException, MissingConfigException
 
 from seqlab.pipeline import build_datamodule
@@ -97,3 +98,35 @@ def test_the_step_loss_is_logged_only_on_the_steps_lightning_writes(make_cfg, mo
         rows = [float(r["train/loss_step"]) for r in csv.DictReader(file) if r["train/loss_step"]]
     assert len(rows) >= 2
     assert rows == pytest.approx(logged, rel=1e-6)
+
+
+def test_per_step_attributes_skip_module_checks_and_stay_plain(make_cfg, monkeypatch) -> None:
+    """Lightning sets ``_current_fx_name`` around every hook and the task sets ``step_loss``
+    every step: neither goes through nn.Module's ``__setattr__`` checks, and neither is ever
+    registered as a parameter, buffer or module; anything else still is."""
+    from torch import nn
+
+    through_module: list[str] = []
+    module_setattr = nn.Module.__setattr__
+
+    def counting_setattr(self, name, value):  # type: ignore[no-untyped-def]
+        if isinstance(self, SequenceTask):
+            through_module.append(name)
+        module_setattr(self, name, value)
+
+    monkeypatch.setattr(nn.Module, "__setattr__", counting_setattr)
+    cfg = make_cfg("debug=fdr")
+    train(cfg)
+    assert not set(through_module) & SequenceTask._PLAIN_ATTRIBUTES
+    assert through_module  # the test saw the task's other attributes go through
+
+    task = SequenceTask.__new__(SequenceTask)
+    nn.Module.__init__(task)
+    task.step_loss = nn.Parameter(torch.zeros(1)).detach()
+    task._current_fx_name = "training_step"
+    task.weight = nn.Parameter(torch.zeros(1))
+    assert "weight" in task._parameters
+    assert task.step_loss is task.__dict__["step_loss"]
+    assert not {"step_loss", "_current_fx_name"} & (
+        set(task._parameters) | set(task._buffers) | set(task._modules)
+    )

@@ -115,6 +115,20 @@ class SequenceTask(L.LightningModule):
         if problems:
             raise ConfigError(*problems)
 
+    #: Attributes set at every training step that are never parameters, modules or buffers:
+    #: Lightning sets ``_current_fx_name`` around each hook it calls (about 44 times a step),
+    #: the task sets ``step_loss``. `__setattr__` stores them without nn.Module's checks.
+    _PLAIN_ATTRIBUTES: ClassVar[frozenset[str]] = frozenset({"_current_fx_name", "step_loss"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """nn.Module's, except for `_PLAIN_ATTRIBUTES`, which go straight to the instance's
+        dict: nn.Module's checks (is it a Parameter, a Module, a buffer?) cost about 3 us a
+        call, some 0.13 ms of every training step (`docs/speed.md`)."""
+        if name in self._PLAIN_ATTRIBUTES:
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
     @classmethod
     def encoder_problems(cls, encoder: Mapping[str, Any], task: str) -> list[str]:
         """What this task needs of an encoder's settings that they do not give, one line each
