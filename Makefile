@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 
 ARGS ?=
 PYTEST_ARGS ?=
+# `make test` runs its tests in parallel processes (pytest-xdist), one per core up to 8; each
+# test runs torch on one thread (tests/conftest.py). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
 
 .PHONY: install train eval test test-quick test-slow test-gpu rename lint precommit format benchmark clean
 
@@ -28,7 +31,7 @@ eval: install
 
 ## The default suite: fast, in-process, no GPU, no network.
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses=8 $(PYTEST_ARGS)
 
 ## A fork's first feedback in about a minute: every config composes, the config checks refuse
 ## bad values, one training step of each task (tests marked `quick`).
