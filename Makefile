@@ -29,7 +29,7 @@ train: install
 eval: install
 	$(BIN)/python scripts/eval.py $(ARGS)
 
-## The default suite: fast, in-process, no GPU, no network.
+## The default suite: fast, no GPU, no network; tests spread over the cores (TEST_WORKERS).
 test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses=8 $(PYTEST_ARGS)
 
