@@ -104,8 +104,7 @@ def test_per_step_attributes_skip_module_checks_and_stay_plain(make_cfg, monkeyp
     """Lightning sets ``_current_fx_name`` around every hook and the task sets ``step_loss``
     every step: neither goes through nn.Module's ``__setattr__`` checks, and neither is ever
     registered as a parameter, buffer or module; anything else still is."""
-    from torch import nn
-
+    nn = torch.nn
     through_module: list[str] = []
     module_setattr = nn.Module.__setattr__
 
@@ -122,7 +121,7 @@ def test_per_step_attributes_skip_module_checks_and_stay_plain(make_cfg, monkeyp
 
     task = SequenceTask.__new__(SequenceTask)
     nn.Module.__init__(task)
-    task.step_loss = nn.Parameter(torch.zeros(1)).detach()
+    task.step_loss = torch.zeros(1)
     task._current_fx_name = "training_step"
     task.weight = nn.Parameter(torch.zeros(1))
     assert "weight" in task._parameters
