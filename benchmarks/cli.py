@@ -57,6 +57,9 @@ QUICK = {
     "train_steps": 3,
     "train_rounds": 1,
     "tiny_factor": 1,
+    "train_paired_steps": 4,
+    "train_paired_runs": 1,
+    "train_paired_skip": 1,
     "train_overrides": list(TINY_MODEL),
     "data_sets": "japanese_vowels,adding",
     "data_batches": 5,
@@ -113,6 +116,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--bucketing-sets",
         default=BUCKETING_SETS,
         help="bucketing section: ';'-separated data configs, each a name or overrides",
+    )
+    train.add_argument(
+        "--train-paired-steps",
+        type=int,
+        default=300,
+        help="the paired design: steps per fit, a twin raw+metrics step beside each Lightning step",
+    )
+    train.add_argument("--train-paired-runs", type=int, default=3, help="paired fits (0: none)")
+    train.add_argument(
+        "--train-paired-skip", type=int, default=10, help="first steps of a paired fit left out"
     )
     train.add_argument(
         "--tiny-factor", type=int, default=2, help="the tiny model runs this many times the steps"

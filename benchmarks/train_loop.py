@@ -175,12 +175,25 @@ def lightning_run(setup: TrainingSetup, steps: int, log: bool = True) -> RunResu
         setup.model.log = _no_log  # type: ignore[method-assign]
     recorder = _LossRecorder(setup.device)
     start = now(setup.device)
+    try:
+        _fit(setup, steps, recorder)
+    finally:
+        setup.model.__dict__.pop("log", None)
+    seconds = now(setup.device) - start
+    if not log:  # Lightning resets only the metrics it was given
+        setup.model.train_loss_mean.reset()
+        setup.model.train_metrics.reset()
+    return RunResult(seconds, [loss.item() for loss in recorder.losses], _between(recorder.starts))
+
+
+def _fit(setup: TrainingSetup, steps: int, callback: L.Callback) -> None:
+    """``Trainer.fit`` of ``steps`` steps on the setup's batches, Lightning's extras off."""
     trainer = instantiate(
         setup.cfg.trainer,
         accelerator="gpu" if setup.device.type == "cuda" else "cpu",
         default_root_dir=setup.cfg.paths.output_dir,
         logger=False,
-        callbacks=[recorder],
+        callbacks=[callback],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -189,16 +202,8 @@ def lightning_run(setup: TrainingSetup, steps: int, log: bool = True) -> RunResu
         limit_val_batches=0,
         num_sanity_val_steps=0,
     )
-    try:
-        with cheap_cuda_check():  # as `seqlab.train` fits
-            trainer.fit(setup.model, train_dataloaders=setup.loader(steps))
-    finally:
-        setup.model.__dict__.pop("log", None)
-    seconds = now(setup.device) - start
-    if not log:  # Lightning resets only the metrics it was given
-        setup.model.train_loss_mean.reset()
-        setup.model.train_metrics.reset()
-    return RunResult(seconds, [loss.item() for loss in recorder.losses], _between(recorder.starts))
+    with cheap_cuda_check():  # as `seqlab.train` fits
+        trainer.fit(setup.model, train_dataloaders=setup.loader(steps))
 
 
 def _no_log(*args: Any, **kwargs: Any) -> None:
@@ -209,14 +214,7 @@ def raw_run(setup: TrainingSetup, steps: int, metrics: bool) -> RunResult:
     """The same steps in a hand-written loop: the task's forward and loss, the trainer config's
     gradient clipping, the task's optimizer; with ``metrics`` also the task's metric updates."""
     model = setup.model
-    if not isinstance(model, SequenceClassifier):
-        raise ValueError(f"the raw loop is written for classification, not {type(model).__name__}")
-    trainer_cfg = setup.cfg.trainer
-    if str(trainer_cfg.get("precision", "32-true")) != "32-true":
-        raise ValueError("the raw loop runs trainer.precision=32-true only")
-    if trainer_cfg.get("gradient_clip_algorithm", "norm") != "norm":
-        raise ValueError("the raw loop clips by norm (trainer.gradient_clip_algorithm=norm)")
-    clip = trainer_cfg.get("gradient_clip_val")
+    clip = raw_clip(setup)
     setup.reset()
     losses: list[torch.Tensor] = []
     starts: list[float] = []
@@ -227,23 +225,213 @@ def raw_run(setup: TrainingSetup, steps: int, metrics: bool) -> RunResult:
         model.train()
         for batch in setup.loader(steps):
             starts.append(now(setup.device))  # where Lightning's on_train_batch_start stamps it
-            batch = model.transfer_batch_to_device(batch, setup.device, 0)  # as Lightning's loop
-            logits = model(batch["x"], batch["lengths"])
-            loss = F.cross_entropy(logits.float(), batch["y"])
-            if metrics:
-                model.train_loss_mean.update(loss.detach().float(), len(batch["y"]))
-                model.train_metrics.update(logits.detach(), batch["y"])
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
-            optimizer.step()
-            optimizer.zero_grad()
-            losses.append(loss.detach())
+            losses.append(raw_step(model, optimizer, batch, setup.device, clip, metrics))
         seconds = now(setup.device) - start
     if metrics:  # as Lightning does at the end of an epoch
         model.train_loss_mean.reset()
         model.train_metrics.reset()
     return RunResult(seconds, [loss.item() for loss in losses], _between(starts))
+
+
+def raw_clip(setup: TrainingSetup) -> float | None:
+    """The gradient clipping the raw loop does; refuses what it cannot do as Lightning does."""
+    if not isinstance(setup.model, SequenceClassifier):
+        raise ValueError(
+            f"the raw loop is written for classification, not {type(setup.model).__name__}"
+        )
+    trainer_cfg = setup.cfg.trainer
+    if str(trainer_cfg.get("precision", "32-true")) != "32-true":
+        raise ValueError("the raw loop runs trainer.precision=32-true only")
+    if trainer_cfg.get("gradient_clip_algorithm", "norm") != "norm":
+        raise ValueError("the raw loop clips by norm (trainer.gradient_clip_algorithm=norm)")
+    clip = trainer_cfg.get("gradient_clip_val")
+    return float(clip) if clip else None
+
+
+def raw_step(
+    model: SequenceTask,
+    optimizer: Any,
+    batch: dict[str, torch.Tensor],
+    device: torch.device,
+    clip: float | None,
+    metrics: bool,
+) -> torch.Tensor:
+    """One training step by hand: what Lightning's step does for the task, without Lightning.
+    Returns the detached loss."""
+    batch = model.transfer_batch_to_device(batch, device, 0)  # as Lightning's loop
+    logits = model(batch["x"], batch["lengths"])
+    loss = F.cross_entropy(logits.float(), batch["y"])
+    if metrics:
+        model.train_loss_mean.update(loss.detach().float(), len(batch["y"]))
+        model.train_metrics.update(logits.detach(), batch["y"])
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.detach()
+
+
+class _TwinSteps(L.Callback):
+    """The paired design: inside Lightning's fit, a twin of the task module (same weights, same
+    batches from its own loader, its own random stream) takes one raw+metrics step per
+    Lightning step, at the start of even steps and the end of odd ones, so each pair of steps
+    runs milliseconds apart and shares the machine's state of the moment. The clock is read
+    at the start of every Lightning step, and the seconds the twin's work took inside that
+    step are recorded, to be taken out of Lightning's."""
+
+    def __init__(
+        self,
+        twin: SequenceTask,
+        loader: DataLoader,
+        device: torch.device,
+        clip: float | None,
+        seed: int,
+    ) -> None:
+        self.twin, self.loader, self.device, self.clip = twin, loader, device, clip
+        self.batches: Iterator[dict[str, torch.Tensor]] | None = None
+        self.optimizer = twin.configure_optimizers()
+        twin.train()
+        self.random_state = _random_state_after(seed, device)
+        self.starts: list[float] = []  # the clock at the start of each Lightning step
+        self.inserted: list[float] = []  # seconds of the twin's turn inside each of them
+        self.raw_seconds: list[float] = []  # seconds of each twin step (batch to zero_grad)
+        self.lightning_losses: list[torch.Tensor] = []
+        self.raw_losses: list[torch.Tensor] = []
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.starts.append(now(self.device))
+        if batch_idx % 2 == 0:
+            self._twin_turn()
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self.lightning_losses.append(outputs["loss"].detach())
+        if batch_idx % 2 == 1:
+            self._twin_turn()
+
+    def _twin_turn(self) -> None:
+        entered = now(self.device)
+        # The twin draws dropout from its own stream, so each model sees the random numbers
+        # it would see alone and the two loss sequences can be compared.
+        fit_state = _swap_random_state(self.random_state, self.device)
+        if self.batches is None:  # a DataLoader's iterator draws its seed from the stream
+            self.batches = iter(self.loader)
+        start = now(self.device)
+        batch = next(self.batches)
+        loss = raw_step(self.twin, self.optimizer, batch, self.device, self.clip, metrics=True)
+        self.raw_seconds.append(now(self.device) - start)
+        self.raw_losses.append(loss)
+        self.random_state = _swap_random_state(fit_state, self.device)
+        self.inserted.append(now(self.device) - entered)
+
+
+RandomState = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _random_state_after(seed: int, device: torch.device) -> RandomState:
+    """The random state ``torch.manual_seed(seed)`` gives, without changing the current one."""
+    saved = _swap_random_state(None, device)
+    torch.manual_seed(seed)
+    return _swap_random_state(saved, device)
+
+
+def _swap_random_state(state: RandomState | None, device: torch.device) -> RandomState:
+    """Install ``state`` (None: leave the current one) and return the one it replaced."""
+    cuda = device.type == "cuda"
+    current = (torch.get_rng_state(), torch.cuda.get_rng_state(device) if cuda else None)
+    if state is not None:
+        torch.set_rng_state(state[0])
+        if cuda and state[1] is not None:
+            torch.cuda.set_rng_state(state[1], device)
+    return current
+
+
+class PairedSteps(NamedTuple):
+    """Per step of a paired run: Lightning's seconds (the twin's turn taken out), the twin's raw
+    seconds, and both loss sequences."""
+
+    lightning_seconds: list[float]
+    raw_seconds: list[float]
+    lightning_losses: list[float]
+    raw_losses: list[float]
+
+
+def paired_run(setup: TrainingSetup, twin: SequenceTask, steps: int) -> PairedSteps:
+    """One ``Trainer.fit`` of ``steps`` steps with the twin stepping beside it (`_TwinSteps`)."""
+    setup.reset()
+    twin.load_state_dict(setup.initial_state)
+    twin.zero_grad(set_to_none=True)
+    twin_steps = _TwinSteps(twin, setup.loader(steps), setup.device, raw_clip(setup), setup.seed)
+    _fit(setup, steps, twin_steps)
+    twin.train_loss_mean.reset()
+    twin.train_metrics.reset()
+    # Step i of Lightning lasts from its start to the next one's, less the twin's turn in it;
+    # the last step has no next start and is left out.
+    lightning = [
+        between - inserted
+        for between, inserted in zip(_between(twin_steps.starts), twin_steps.inserted, strict=False)
+    ]
+    return PairedSteps(
+        lightning,
+        twin_steps.raw_seconds[: len(lightning)],
+        [loss.item() for loss in twin_steps.lightning_losses],
+        [loss.item() for loss in twin_steps.raw_losses],
+    )
+
+
+def paired_overhead(runs: Sequence[PairedSteps], skip: int) -> dict[str, Any]:
+    """Lightning's extra seconds per step from paired runs: each step's Lightning time less its
+    twin's raw+metrics time, the first ``skip`` steps of each run left out (first calls,
+    caches), and a pair left out where either step took over `SLOW_STEP` times its run's
+    median (the machine stalled it). The mean is the figure (a cost paid every few steps
+    counts), with its standard error; the median and quartiles show the spread."""
+    differences: list[float] = []
+    raw_kept: list[float] = []
+    per_run: list[float] = []
+    left_out = 0
+    for run in runs:
+        lightning, raw = run.lightning_seconds[skip:], run.raw_seconds[skip:]
+        if not lightning:
+            raise ValueError(f"paired runs of {len(run.lightning_seconds)} steps, {skip} skipped")
+        lightning_limit = SLOW_STEP * statistics.median(lightning)
+        raw_limit = SLOW_STEP * statistics.median(raw)
+        kept = [
+            (a, b)
+            for a, b in zip(lightning, raw, strict=True)
+            if a <= lightning_limit and b <= raw_limit
+        ]
+        left_out += len(lightning) - len(kept)
+        run_differences = [a - b for a, b in kept]
+        per_run.append(statistics.fmean(run_differences))
+        differences += run_differences
+        raw_kept += [b for _, b in kept]
+    mean = statistics.fmean(differences)
+    error = statistics.stdev(differences) / len(differences) ** 0.5 if len(differences) > 1 else 0
+    raw_mean = statistics.fmean(raw_kept)
+    allowed = max(1e-3, 0.02 * raw_mean)
+    quartiles = statistics.quantiles(differences, n=4) if len(differences) > 1 else [mean] * 3
+    return {
+        "ms": 1e3 * mean,
+        "standard_error_ms": 1e3 * error,
+        "percent": 100 * mean / raw_mean,
+        "median_ms": 1e3 * quartiles[1],
+        "quartiles_ms": [1e3 * value for value in quartiles],
+        "ms_runs": [1e3 * value for value in per_run],
+        "raw_step_ms": 1e3 * raw_mean,
+        "pairs": len(differences),
+        "pairs_left_out": left_out,
+        "allowed_ms": 1e3 * allowed,
+        "target_met": mean <= allowed,
+    }
 
 
 # A step over this many times the median step of its round was stalled by the machine.
@@ -346,15 +534,27 @@ def run_train(args: argparse.Namespace) -> dict:
     config's model size, and with a tiny model whose steps show the fixed per-step cost."""
     device = torch.device(args.device)
     overrides = tuple(args.train_overrides)
+    factor = args.tiny_factor
     variants = {
-        "default": (overrides, args.train_steps, False),
-        "tiny": ((*overrides, *TINY_MODEL), args.train_steps * args.tiny_factor, True),
+        "default": (overrides, args.train_steps, args.train_paired_steps, False),
+        "tiny": (
+            (*overrides, *TINY_MODEL),
+            args.train_steps * factor,
+            args.train_paired_steps * factor,
+            True,
+        ),
     }
+    paired = Paired(0, args.train_paired_runs, args.train_paired_skip)
     result: dict[str, Any] = {}
     with torch_threads(args.train_threads):
-        for label, (variant_overrides, steps, diagnose) in variants.items():
+        for label, (variant_overrides, steps, paired_steps, diagnose) in variants.items():
             result[label] = compare_loops(
-                variant_overrides, steps, args.train_rounds, device, diagnose
+                variant_overrides,
+                steps,
+                args.train_rounds,
+                device,
+                diagnose,
+                paired._replace(steps=paired_steps),
             )
             _print_train(label, result[label])
     for label, entry in result.items():
@@ -364,14 +564,30 @@ def run_train(args: argparse.Namespace) -> dict:
     return result
 
 
+class Paired(NamedTuple):
+    """The paired design's size: ``runs`` fits of ``steps`` steps, the first ``skip`` of each
+    left out (``runs=0``: not run)."""
+
+    steps: int
+    runs: int
+    skip: int
+
+
 def compare_loops(
-    overrides: Sequence[str], steps: int, rounds: int, device: torch.device, diagnose: bool
+    overrides: Sequence[str],
+    steps: int,
+    rounds: int,
+    device: torch.device,
+    diagnose: bool,
+    paired: Paired | None = None,
 ) -> dict[str, Any]:
     """Time the raw, raw+metrics and Lightning loops on one config (and, to ``diagnose``,
-    Lightning without the task's self.log calls); compare their losses."""
+    Lightning without the task's self.log calls), then Lightning against raw+metrics in the
+    paired design (`paired_run`); compare their losses."""
     with tempfile.TemporaryDirectory() as output_dir, quiet_lightning():
         cfg, datamodule, _ = build_for_benchmark(overrides, Path(output_dir))
-        setup = prepare_training(cfg, datamodule, 2 * steps, device)
+        paired = paired or Paired(0, 0, 0)
+        setup = prepare_training(cfg, datamodule, max(2 * steps, paired.steps), device)
         runs: dict[str, Callable[[int], RunResult]] = {
             "raw": partial(raw_run, setup, metrics=False),
             "raw+metrics": partial(raw_run, setup, metrics=True),
@@ -381,7 +597,18 @@ def compare_loops(
             runs["lightning-no-log"] = partial(lightning_run, setup, log=False)
         timings, losses = time_per_step(runs, steps, rounds)
         record_lightning_step_s(cfg, timings["lightning"]["step_s"])
+        paired_runs = []
+        if paired.runs:
+            twin = build_model(cfg, datamodule).to(device)
+            paired_runs = [paired_run(setup, twin, paired.steps) for _ in range(paired.runs)]
     differences = max_loss_difference(losses, "lightning")
+    if paired_runs:  # the twin's losses must be Lightning's, step for step, in every run
+        differences["paired raw+metrics"] = max(
+            max_loss_difference(
+                {"lightning": run.lightning_losses, "raw": run.raw_losses}, "lightning"
+            )["raw"]
+            for run in paired_runs
+        )
     encoder = setup.cfg.model.encoder
     config = {
         "overrides": list(overrides),
@@ -409,6 +636,13 @@ def compare_loops(
             for against in ("raw+metrics", "raw")
         },
     }
+    if paired_runs:
+        result["paired"] = {
+            "steps": paired.steps,
+            "runs": paired.runs,
+            "skipped_steps": paired.skip,
+            **paired_overhead(paired_runs, paired.skip),
+        }
     if diagnose:
         self_log = _overhead(timings["lightning"], timings["lightning-no-log"])
         result["cost_of_self_log_ms"] = self_log["ms"]
@@ -475,6 +709,20 @@ def _print_train(label: str, result: dict[str, Any]) -> None:
             f"target <= {overhead['allowed_ms']:.2f} ms: {verdict} (from the runs' totals: "
             f"{overhead['from_totals_ms']:+.2f} ms, rounds "
             f"{', '.join(f'{value:+.2f}' for value in overhead['from_totals_ms_rounds'])})",
+            flush=True,
+        )
+    if "paired" in result:
+        paired = result["paired"]
+        verdict = "met" if paired["target_met"] else "NOT met"
+        print(
+            f"paired (twin raw+metrics step beside each Lightning step, {paired['runs']} fits of "
+            f"{paired['steps']} steps, {paired['pairs']} pairs, {paired['pairs_left_out']} "
+            f"stalled left out): lightning - raw+metrics {paired['ms']:+.2f} "
+            f"± {paired['standard_error_ms']:.2f} ms/step ({paired['percent']:+.1f}% of "
+            f"{paired['raw_step_ms']:.2f} ms), median {paired['median_ms']:+.2f}, quartiles "
+            f"{', '.join(f'{value:+.2f}' for value in paired['quartiles_ms'])}, per fit "
+            f"{', '.join(f'{value:+.2f}' for value in paired['ms_runs'])}; target <= "
+            f"{paired['allowed_ms']:.2f} ms: {verdict}",
             flush=True,
         )
     if "cost_of_self_log_ms" in result:

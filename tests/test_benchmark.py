@@ -59,6 +59,14 @@ def test_lightning_and_raw_loop_take_the_same_steps(quick_results: dict[str, Any
             assert wanted <= overhead.keys()
             assert overhead["allowed_ms"] >= 1.0
             assert isinstance(overhead["target_met"], bool)
+        # The paired design ran, and its twin took Lightning's steps loss for loss.
+        assert "paired raw+metrics" in entry["max_abs_loss_difference_vs_lightning"]
+        paired = entry["paired"]
+        assert {"ms", "standard_error_ms", "median_ms", "allowed_ms", "target_met"} <= paired.keys()
+        assert (
+            paired["pairs"] + paired["pairs_left_out"]
+            == (paired["steps"] - 1 - paired["skipped_steps"]) * paired["runs"]
+        )
     assert "lightning-no-log" in train["tiny"]["loops"]
     assert {"cost_of_self_log_ms", "lightning_loop_cost_ms"} <= train["tiny"].keys()
 
@@ -137,3 +145,19 @@ def test_padded_section_compares_the_two_paths_it_names(monkeypatch) -> None:
     assert not calls
     padded._step(model, x, lengths, packed=False)()
     assert calls == [1]
+
+
+def test_paired_overhead_takes_each_step_against_its_twin() -> None:
+    """Lightning's extra time is the mean of per-step differences after the skipped steps; a
+    pair where either step stalled is left out, whichever side stalled."""
+    lightning = [0.050, 0.050, 0.0110, 0.0120, 0.0110, 0.0115, 0.5, 0.0112]
+    raw = [0.040, 0.040, 0.0100, 0.0100, 0.0105, 0.0100, 0.0100, 0.3]
+    runs = [train_loop.PairedSteps(lightning, raw, [], [])]
+    result = train_loop.paired_overhead(runs, skip=2)
+    # Kept pairs: (11.0, 10.0), (12.0, 10.0), (11.0, 10.5), (11.5, 10.0): 1.0, 2.0, 0.5, 1.5 ms.
+    assert result["pairs"] == 4 and result["pairs_left_out"] == 2
+    assert result["ms"] == pytest.approx(1.25)
+    assert result["raw_step_ms"] == pytest.approx(10.125)
+    assert result["allowed_ms"] == pytest.approx(1.0)
+    assert result["target_met"] is False
+    assert result["ms_runs"] == [pytest.approx(1.25)]
