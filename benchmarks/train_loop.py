@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from benchmarks import timing
 from benchmarks.timing import now, torch_threads
 from seqlab.cuda_check import cheap_cuda_check
-from seqlab.pipeline import build_datamodule, build_model
+from seqlab.pipeline import build_datamodule, build_model, profiler_default
 from seqlab.tasks import SequenceClassifier, SequenceTask
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -201,6 +201,7 @@ def _fit(setup: TrainingSetup, steps: int, callback: L.Callback) -> None:
         max_steps=steps,
         limit_val_batches=0,
         num_sanity_val_steps=0,
+        **profiler_default(setup.cfg.trainer),  # as `seqlab.pipeline.build_trainer` builds it
     )
     with cheap_cuda_check():  # as `seqlab.train` fits
         trainer.fit(setup.model, train_dataloaders=setup.loader(steps))

@@ -125,3 +125,20 @@ def test_hparams_search_options_compose_into_a_sweep(make_cfg, search: str) -> N
     cfg = make_cfg(f"hparams_search={search}")
     assert cfg.hydra.sweeper.params
     assert cfg.optimized_metric
+
+
+@pytest.mark.parametrize(
+    ("overrides", "profiler"),
+    [
+        ((), "NoProfiler"),
+        (("debug=profiler",), "SimpleProfiler"),
+        (("+trainer.profiler=simple",), "SimpleProfiler"),
+    ],
+)
+def test_trainer_profiles_only_when_asked(make_cfg, overrides, profiler: str) -> None:
+    """No profiler named: seqlab's, which profiles nothing as Lightning's default does, without
+    a generator per hook call. A named one is Lightning's, as named."""
+    trainer, _ = build_trainer(make_cfg(*overrides, "logger=none"))
+    assert type(trainer.profiler).__name__ == profiler
+    with trainer.profiler.profile("[LightningModule]Task.training_step"):
+        pass

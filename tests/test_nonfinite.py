@@ -48,7 +48,7 @@ def test_stop_policy_stops_with_a_message_and_keeps_the_weights(make_cfg) -> Non
 
 
 def test_the_stop_message_names_the_loss_of_a_step_whose_loss_is_not_written(make_cfg) -> None:
-    # log_every_n_steps=5: step 7's loss is never written to the loggers, yet it is named.
+    # log_every_n_steps=50: step 7's loss is never written to the loggers, yet it is named.
     cfg = make_cfg("trainer.max_epochs=3", NAN_AT, "+callbacks.nan.steps=[7]")
     with pytest.raises(NonFiniteLossError, match=r"^train loss nan at epoch \d+, step 7:"):
         train(cfg)

@@ -26,6 +26,7 @@ from seqlab.checkpoint_io import AtomicCheckpointIO
 from seqlab.config_checks import check_precision
 from seqlab.errors import ConfigError
 from seqlab.loggers import instantiate_callbacks, instantiate_loggers
+from seqlab.profilers import NoProfiler
 from seqlab.reporting import print_metrics, save_metrics
 from seqlab.tasks import TASKS, SequenceTask
 
@@ -123,6 +124,12 @@ def check_multirun_strategy(trainer: L.Trainer) -> None:
         )
 
 
+def profiler_default(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """``{"profiler": NoProfiler()}`` where the trainer config names no profiler (Lightning's
+    default profiles nothing, at a cost per hook call), else nothing."""
+    return {} if trainer_cfg.get("profiler") else {"profiler": NoProfiler()}
+
+
 def build_trainer(
     cfg: DictConfig, with_callbacks: bool = True, extra_callbacks: Sequence[Callback] = ()
 ) -> tuple[L.Trainer, list[Logger]]:
@@ -150,6 +157,7 @@ def build_trainer(
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
         **epochs,
+        **profiler_default(cfg.trainer),
     )
     check_multirun_strategy(trainer)
     for logger in loggers:
