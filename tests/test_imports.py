@@ -12,9 +12,10 @@ SRC = ROOT / "src"
 #: Who may import whom: a module of a layer imports from its own layer or lower ones only.
 #: errors is below all; nn is pure PyTorch; targets lists nn's encoders; data and tasks sit
 #: side by side on them; the config checks read data, tasks and nn; the run helpers (loggers,
-#: checkpoint I/O, reporting, resolvers, the run folder's lock) serve callbacks and pipeline;
-#: trained loads a trained run through pipeline for the entry points, which come last; resume
-#: (the checkpoint a run goes on from) reads checkpoints through trained, beside it.
+#: checkpoint I/O, the trainer's profiler, reporting, resolvers, the run folder's lock) serve
+#: callbacks and pipeline; trained loads a trained run through pipeline for the entry points,
+#: which come last; resume (the checkpoint a run goes on from) reads checkpoints through
+#: trained, beside it.
 LAYERS = [
     {"seqlab.errors"},
     {"seqlab.nn"},
@@ -25,6 +26,7 @@ LAYERS = [
         "seqlab.checkpoint_io",
         "seqlab.cuda_check",
         "seqlab.loggers",
+        "seqlab.profilers",
         "seqlab.reporting",
         "seqlab.resolvers",
         "seqlab.run_folder",
