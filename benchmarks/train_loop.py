@@ -704,6 +704,8 @@ def _print_train(label: str, result: dict[str, Any]) -> None:
     )
     for against, overhead in result["overhead"].items():
         verdict = "met" if overhead["target_met"] else "NOT met"
+        if "paired" in result:  # rounds minutes apart: shown, but the paired figure judges
+            verdict = f"{verdict} by the rounds; the paired figure below judges"
         print(
             f"lightning - {against}: {overhead['ms']:+.2f} ms/step ({overhead['percent']:+.1f}%), "
             f"rounds {', '.join(f'{value:+.2f}' for value in overhead['ms_rounds'])}; "
