@@ -273,7 +273,7 @@ def raw_step(
     return loss.detach()
 
 
-class _TwinSteps(L.Callback):
+class _TwinSteps(_LossRecorder):
     """The paired design: inside Lightning's fit, a twin of the task module (same weights, same
     batches from its own loader, its own random stream) takes one raw+metrics step per
     Lightning step, at the start of even steps and the end of odd ones, so each pair of steps
@@ -289,21 +289,20 @@ class _TwinSteps(L.Callback):
         clip: float | None,
         seed: int,
     ) -> None:
-        self.twin, self.loader, self.device, self.clip = twin, loader, device, clip
+        super().__init__(device)  # Lightning's losses, and the clock at each step's start
+        self.twin, self.loader, self.clip = twin, loader, clip
         self.batches: Iterator[dict[str, torch.Tensor]] | None = None
         self.optimizer = twin.configure_optimizers()
         twin.train()
         self.random_state = _random_state_after(seed, device)
-        self.starts: list[float] = []  # the clock at the start of each Lightning step
-        self.inserted: list[float] = []  # seconds of the twin's turn inside each of them
+        self.inserted: list[float] = []  # seconds of the twin's turn inside each Lightning step
         self.raw_seconds: list[float] = []  # seconds of each twin step (batch to zero_grad)
-        self.lightning_losses: list[torch.Tensor] = []
         self.raw_losses: list[torch.Tensor] = []
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self.starts.append(now(self.device))
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
         if batch_idx % 2 == 0:
             self._twin_turn()
 
@@ -315,7 +314,7 @@ class _TwinSteps(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        self.lightning_losses.append(outputs["loss"].detach())
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if batch_idx % 2 == 1:
             self._twin_turn()
 
@@ -384,7 +383,7 @@ def paired_run(setup: TrainingSetup, twin: SequenceTask, steps: int) -> PairedSt
     return PairedSteps(
         lightning,
         twin_steps.raw_seconds[: len(lightning)],
-        [loss.item() for loss in twin_steps.lightning_losses],
+        [loss.item() for loss in twin_steps.losses],
         [loss.item() for loss in twin_steps.raw_losses],
     )
 
