@@ -376,10 +376,9 @@ def paired_run(setup: TrainingSetup, twin: SequenceTask, steps: int) -> PairedSt
     twin.train_metrics.reset()
     # Step i of Lightning lasts from its start to the next one's, less the twin's turn in it;
     # the last step has no next start and is left out.
-    lightning = [
-        between - inserted
-        for between, inserted in zip(_between(twin_steps.starts), twin_steps.inserted, strict=False)
-    ]
+    betweens = _between(twin_steps.starts)
+    inserted = twin_steps.inserted[: len(betweens)]
+    lightning = [between - turn for between, turn in zip(betweens, inserted, strict=True)]
     return PairedSteps(
         lightning,
         twin_steps.raw_seconds[: len(lightning)],
@@ -534,27 +533,24 @@ def run_train(args: argparse.Namespace) -> dict:
     config's model size, and with a tiny model whose steps show the fixed per-step cost."""
     device = torch.device(args.device)
     overrides = tuple(args.train_overrides)
-    factor = args.tiny_factor
+    # label: overrides, how many times the steps, diagnose
     variants = {
-        "default": (overrides, args.train_steps, args.train_paired_steps, False),
-        "tiny": (
-            (*overrides, *TINY_MODEL),
-            args.train_steps * factor,
-            args.train_paired_steps * factor,
-            True,
-        ),
+        "default": (overrides, 1, False),
+        "tiny": ((*overrides, *TINY_MODEL), args.tiny_factor, True),
     }
-    paired = Paired(0, args.train_paired_runs, args.train_paired_skip)
     result: dict[str, Any] = {}
     with torch_threads(args.train_threads):
-        for label, (variant_overrides, steps, paired_steps, diagnose) in variants.items():
+        for label, (variant_overrides, factor, diagnose) in variants.items():
+            paired = Paired(
+                args.train_paired_steps * factor, args.train_paired_runs, args.train_paired_skip
+            )
             result[label] = compare_loops(
                 variant_overrides,
-                steps,
+                args.train_steps * factor,
                 args.train_rounds,
                 device,
                 diagnose,
-                paired._replace(steps=paired_steps),
+                paired,
             )
             _print_train(label, result[label])
     for label, entry in result.items():
@@ -573,20 +569,22 @@ class Paired(NamedTuple):
     skip: int
 
 
+NO_PAIRING = Paired(0, 0, 0)
+
+
 def compare_loops(
     overrides: Sequence[str],
     steps: int,
     rounds: int,
     device: torch.device,
     diagnose: bool,
-    paired: Paired | None = None,
+    paired: Paired = NO_PAIRING,
 ) -> dict[str, Any]:
     """Time the raw, raw+metrics and Lightning loops on one config (and, to ``diagnose``,
     Lightning without the task's self.log calls), then Lightning against raw+metrics in the
     paired design (`paired_run`); compare their losses."""
     with tempfile.TemporaryDirectory() as output_dir, quiet_lightning():
         cfg, datamodule, _ = build_for_benchmark(overrides, Path(output_dir))
-        paired = paired or Paired(0, 0, 0)
         setup = prepare_training(cfg, datamodule, max(2 * steps, paired.steps), device)
         runs: dict[str, Callable[[int], RunResult]] = {
             "raw": partial(raw_run, setup, metrics=False),
