@@ -110,6 +110,17 @@ def test_vocabulary_comes_from_the_training_split_only(tmp_path: Path) -> None:
     assert datamodule.ids["val"].tolist()[:4] == [0, 1, 0, 1]
 
 
+def test_a_text_data_module_counts_the_time_steps_of_its_training_epoch(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.txt"
+    path.write_text("abcdefg" * 100)
+    datamodule = TextDataModule(path, val_fraction=0.1, test_fraction=0.1, batch_size=3, bptt=8)
+    datamodule.setup()
+    fed = sum(batch["x"].numel() for batch in datamodule.train_dataloader())
+    # 560 characters in 3 streams of 186: 185 inputs each, 23 chunks of 8 and one of 1.
+    assert fed == 3 * 185
+    assert datamodule.input_steps_per_epoch() == 3 * 8 * 24
+
+
 def test_text_splits_are_contiguous_parts_of_the_file(tmp_path: Path) -> None:
     text = "".join(chr(ord("a") + i % 26) for i in range(1000))
     path = tmp_path / "corpus.txt"

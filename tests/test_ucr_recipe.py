@@ -4,10 +4,11 @@ size and the number of epochs taken from the data's size, and the configs that b
 
 from __future__ import annotations
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from seqlab.data.base import auto_batch_size, downsample_factor
 from seqlab.data.collate import downsample
@@ -265,12 +266,34 @@ def test_auto_epochs_follow_the_training_split_and_the_schedule_follows_them(mak
     assert OmegaConf.to_container(cfg.model.scheduler, resolve=True)["T_max"] == 20
 
 
+def test_the_input_step_cap_reaches_the_epochs_and_a_data_module_must_count_for_it(make_cfg):
+    cfg = make_cfg("data=ucr", "data.name=GunPoint", "budget.max_input_steps=75000", tiny=False)
+    datamodule = UCRDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    datamodule.setup("fit")
+    resolve_epochs(cfg, datamodule)
+    # 50 series of 150 steps: 7,500 a epoch, 10 epochs under the cap (572 without it).
+    assert cfg.trainer.max_epochs == 10
+
+    class Uncounted(L.LightningDataModule):
+        def train_dataloader(self):
+            return [0, 1, 2]
+
+    cfg = make_cfg("data=ucr", "data.name=GunPoint", tiny=False)
+    with pytest.raises(ConfigError, match=r"budget.max_input_steps=21000000: Uncounted cannot"):
+        resolve_epochs(cfg, Uncounted())
+    with open_dict(cfg):
+        cfg.budget.max_input_steps = None
+    resolve_epochs(cfg, Uncounted())
+    assert cfg.trainer.max_epochs == 1000  # 3 batches: 1,334 epochs wanted, max_epochs wins
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
         ("budget.steps=0", "budget.steps=0: must be a positive integer"),
         ("budget.min_epochs=2000", "budget.min_epochs=2000: must be <= budget.max_epochs=1000"),
         ("trainer.max_epochs=many", "trainer.max_epochs='many': must be a positive integer"),
+        ("budget.max_input_steps=0", "budget.max_input_steps=0: must be a positive integer"),
     ],
 )
 def test_a_bad_budget_is_refused_before_training(make_cfg, override, message):
@@ -307,3 +330,55 @@ def test_data_ucr_fits_the_whole_training_file_and_tests_its_final_weights(
     assert 0 <= metrics["test/acc"] <= 1 and "val/loss_best" not in metrics
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert checkpoints == ["epoch_001.ckpt", "last.ckpt"]  # the final epoch, not a val pick
+
+
+@pytest.mark.parametrize(
+    ("batches", "per_epoch", "epochs"),
+    [
+        (13, 85_400, 245),  # OSULeaf: 200 x 427 steps, 308 epochs uncapped
+        (10, 48_700, 400),  # ACSF1 after averaging: 400 epochs are 19.5 million steps, kept
+        (226, 1_800_500, 11),  # 3,601 x 500 steps: the cap wins over min_epochs=20
+        (226, 30_000_000, 1),  # an epoch over the cap still trains one epoch
+    ],
+)
+def test_the_input_step_cap_bounds_what_a_run_costs(batches, per_epoch, epochs):
+    got = epoch_budget(
+        batches,
+        steps=4000,
+        min_epochs=20,
+        max_epochs=1000,
+        input_steps_per_epoch=per_epoch,
+        max_input_steps=21_000_000,
+    )
+    assert got == epochs
+    assert epoch_budget(batches, 4000, 20, 1000, input_steps_per_epoch=per_epoch) >= epochs
+
+
+def write_ucr_files(folder, name, lengths, rng):
+    """``<name>_TRAIN.ts`` with one random series of each length (two classes), and a TEST."""
+    header = (
+        f"@problemName {name}\n@univariate true\n@equalLength false\n@classLabel true a b\n@data\n"
+    )
+    for split, sizes in (("TRAIN", lengths), ("TEST", lengths[:6])):
+        rows = [
+            ",".join(f"{v:.4f}" for v in rng.normal(size=t)) + (":a" if i % 2 else ":b")
+            for i, t in enumerate(sizes)
+        ]
+        (folder / f"{name}_{split}.ts").write_text(header + "\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("bucketing", [False, True])
+def test_a_data_module_counts_the_time_steps_its_training_epoch_feeds_the_model(
+    tmp_path, bucketing
+):
+    """Oracle: the batches the training loader yields in epoch 0, padding included."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 60, size=45).tolist()
+    write_ucr_files(tmp_path, "Vary", lengths, rng)
+    datamodule = UCRDataModule(
+        "Vary", tmp_path, batch_size=8, val_fraction=0, max_length=None, bucketing=bucketing
+    )
+    datamodule.setup("fit")
+    fed = sum(batch["x"].shape[0] * batch["x"].shape[1] for batch in datamodule.train_dataloader())
+    assert datamodule.input_steps_per_epoch() == fed
+    assert fed > sum(lengths)  # random batches of lengths 5-59 pad

@@ -123,6 +123,9 @@ def budget_problems(budget: DictConfig | None) -> Iterator[str]:
     low, high = budget.get("min_epochs"), budget.get("max_epochs")
     if is_int(low) and is_int(high) and low > high:
         yield f"budget.min_epochs={low}: must be <= budget.max_epochs={high}"
+    cap = budget.get("max_input_steps")
+    if cap is not None and not (is_int(cap) and cap >= 1):
+        yield f"budget.max_input_steps={cap!r}: must be a positive integer, or null (no cap)"
 
 
 def logger_problems(cfg: DictConfig) -> Iterator[str]:

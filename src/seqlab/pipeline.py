@@ -59,16 +59,32 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return datamodule
 
 
-def epoch_budget(batches_per_epoch: int, steps: int, min_epochs: int, max_epochs: int) -> int:
-    """Whole epochs that take about ``steps`` optimizer steps, within ``[min_epochs, max_epochs]``.
+def epoch_budget(
+    batches_per_epoch: int,
+    steps: int,
+    min_epochs: int,
+    max_epochs: int,
+    *,
+    input_steps_per_epoch: int = 0,
+    max_input_steps: int | None = None,
+) -> int:
+    """Whole epochs that take about ``steps`` optimizer steps, within ``[min_epochs, max_epochs]``,
+    and, with ``max_input_steps``, no more than feed the model that many time steps in all
+    (``input_steps_per_epoch`` an epoch; at least one epoch).
 
     A fixed number of updates fits a model about as well on 20 samples as on 20,000, where a
     fixed number of epochs gives the small set a hundredth of the updates; the bounds keep a
     large set from stopping before it has seen its data a few times, and a tiny one from
-    looping for hours.
+    looping for hours. The cap on time steps bounds what a run costs: a convolution's or an
+    LSTM's work is proportional to the steps it reads, padding included, so long series in
+    large batches, or many series, would otherwise take hours on a CPU. It wins over
+    ``min_epochs``.
     """
     wanted = -(-steps // max(1, batches_per_epoch))
-    return min(max_epochs, max(min_epochs, wanted))
+    epochs = min(max_epochs, max(min_epochs, wanted))
+    if max_input_steps is not None and input_steps_per_epoch > 0:
+        epochs = max(1, min(epochs, max_input_steps // input_steps_per_epoch))
+    return epochs
 
 
 def resolve_epochs(cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
@@ -79,15 +95,47 @@ def resolve_epochs(cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
         return
     batches = len(datamodule.train_dataloader())
     budget = cfg.budget
-    epochs = epoch_budget(batches, budget.steps, budget.min_epochs, budget.max_epochs)
-    with open_dict(cfg):
-        cfg.trainer.max_epochs = epochs
-    log.info(
-        "trainer.max_epochs=auto: %d epochs of %d batches (budget.steps=%d)",
-        epochs,
+    cap = budget.get("max_input_steps")
+    per_epoch = 0
+    if cap is not None:
+        count = getattr(datamodule, "input_steps_per_epoch", None)
+        if count is None:
+            raise ConfigError(
+                f"budget.max_input_steps={cap}: {type(datamodule).__name__} cannot count the "
+                "time steps of its training epoch (no input_steps_per_epoch()); set "
+                "budget.max_input_steps=null"
+            )
+        per_epoch = count()
+    uncapped = epoch_budget(batches, budget.steps, budget.min_epochs, budget.max_epochs)
+    epochs = epoch_budget(
         batches,
         budget.steps,
+        budget.min_epochs,
+        budget.max_epochs,
+        input_steps_per_epoch=per_epoch,
+        max_input_steps=cap,
     )
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = epochs
+    if epochs < uncapped:
+        log.info(
+            "trainer.max_epochs=auto: %d epochs of %d batches, not the %d of budget.steps=%d: "
+            "an epoch feeds the model %d time steps (padding included) and "
+            "budget.max_input_steps=%d caps the run (raise it, or null, where compute allows)",
+            epochs,
+            batches,
+            uncapped,
+            budget.steps,
+            per_epoch,
+            cap,
+        )
+    else:
+        log.info(
+            "trainer.max_epochs=auto: %d epochs of %d batches (budget.steps=%d)",
+            epochs,
+            batches,
+            budget.steps,
+        )
 
 
 def task_class(datamodule: L.LightningDataModule) -> type[SequenceTask]:

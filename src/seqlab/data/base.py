@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from seqlab.data.collate import Batch, pad_collate
-from seqlab.data.sampler import ResumableSampler, train_position
+from seqlab.data.sampler import ResumableSampler, padded_steps, train_position
 from seqlab.errors import ConfigError, DataError, is_int
 
 SPLITS = ("train", "val", "test")
@@ -175,6 +175,16 @@ class SequenceDataModule(L.LightningDataModule, abc.ABC):
         """Each sample's steps in ``split``, as batching sees them."""
         dataset = self.datasets[split]
         return [len(dataset[i][0]) for i in range(len(dataset))]  # type: ignore[arg-type]
+
+    def input_steps_per_epoch(self) -> int:
+        """Time steps one training epoch feeds the model, padding included (each batch is padded
+        to its longest sequence): epoch 0's order, as one process sees the whole split. The
+        other epochs are other shuffles of the same split, padded about as much (with
+        ``bucketing``, as little). Read by ``budget.max_input_steps``."""
+        self.require_setup()
+        lengths = self.lengths("train")
+        order = list(self.train_dataloader().sampler)
+        return sum(lengths[i] for i in order) + padded_steps(order, lengths, self.batch_size)
 
     def _loader(
         self, split: str, shuffle: bool, collate_fn: Callable[..., Batch] | None = None

@@ -327,6 +327,12 @@ class CharLMDataModule(L.LightningDataModule, abc.ABC):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
 
+    def input_steps_per_epoch(self) -> int:
+        """Time steps one training epoch feeds the model, at most: every chunk is ``batch_size``
+        full streams of ``bptt`` steps (the text's last chunk may be shorter). Read by
+        ``budget.max_input_steps``."""
+        return len(self.train_dataloader()) * self.batch_size * self.bptt
+
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
 
