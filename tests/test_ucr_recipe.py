@@ -256,21 +256,24 @@ def test_data_ucr_composes_for_every_entry_point(make_cfg, entry):
     assert cfg.data.name == "GunPoint" and cfg.data.max_length == 512
 
 
-def test_auto_epochs_follow_the_training_split_and_the_schedule_follows_them(make_cfg):
-    cfg = make_cfg("data=ucr", "data.name=GunPoint", "budget.steps=100", tiny=False)
+def resolved_on_gunpoint(make_cfg, *overrides):
+    """The composed ``data=ucr`` config of GunPoint, its ``auto`` epochs resolved."""
+    cfg = make_cfg("data=ucr", "data.name=GunPoint", *overrides, tiny=False)
     datamodule = UCRDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
     datamodule.setup("fit")
     resolve_epochs(cfg, datamodule)
+    return cfg
+
+
+def test_auto_epochs_follow_the_training_split_and_the_schedule_follows_them(make_cfg):
+    cfg = resolved_on_gunpoint(make_cfg, "budget.steps=100")
     # 50 series, batches of 8: 7 a epoch, 100 steps are 15 epochs, raised to min_epochs.
     assert cfg.trainer.max_epochs == 20
     assert OmegaConf.to_container(cfg.model.scheduler, resolve=True)["T_max"] == 20
 
 
 def test_the_input_step_cap_reaches_the_epochs_and_a_data_module_must_count_for_it(make_cfg):
-    cfg = make_cfg("data=ucr", "data.name=GunPoint", "budget.max_input_steps=75000", tiny=False)
-    datamodule = UCRDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
-    datamodule.setup("fit")
-    resolve_epochs(cfg, datamodule)
+    cfg = resolved_on_gunpoint(make_cfg, "budget.max_input_steps=75000")
     # 50 series of 150 steps: 7,500 a epoch, 10 epochs under the cap (572 without it).
     assert cfg.trainer.max_epochs == 10
 
