@@ -27,6 +27,7 @@ from seqlab.nn.conv import ConvFrontEnd, SqueezeExcite
 from seqlab.pipeline import epoch_budget, resolve_epochs
 from tests.conftest import TINY
 from tests.test_conv import LENGTHS, padded, trained_statistics
+from tests.test_data_validation import write_ts
 
 
 def test_squeeze_excite_gates_each_channel_by_its_mean_over_real_steps():
@@ -359,15 +360,12 @@ def test_the_input_step_cap_bounds_what_a_run_costs(batches, per_epoch, epochs):
 
 def write_ucr_files(folder, name, lengths, rng):
     """``<name>_TRAIN.ts`` with one random series of each length (two classes), and a TEST."""
-    header = (
-        f"@problemName {name}\n@univariate true\n@equalLength false\n@classLabel true a b\n@data\n"
-    )
     for split, sizes in (("TRAIN", lengths), ("TEST", lengths[:6])):
         rows = [
             ",".join(f"{v:.4f}" for v in rng.normal(size=t)) + (":a" if i % 2 else ":b")
             for i, t in enumerate(sizes)
         ]
-        (folder / f"{name}_{split}.ts").write_text(header + "\n".join(rows) + "\n")
+        write_ts(folder, name, split, rows)
 
 
 @pytest.mark.parametrize("bucketing", [False, True])
